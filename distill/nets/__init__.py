@@ -1,0 +1,1 @@
+"""Networks: the feature frontend, teachers' and students' backbones, and output heads."""
