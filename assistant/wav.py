@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import functools
 import io
-import math
 import logging
+import math
 import os
 import struct
 import tempfile
@@ -187,9 +187,9 @@ def read_wav(path: str | os.PathLike[str] | BinaryIO, *, sample_rate: int = SAMP
     """
     if hasattr(path, "read"):
         name = getattr(path, "name", "<stream>")
-        blob = path.read()  # type: ignore[union-attr]
+        blob = path.read()
     else:
-        name = os.fspath(path)  # type: ignore[arg-type]
+        name = os.fspath(path)
         try:
             blob = Path(name).read_bytes()
         except FileNotFoundError:

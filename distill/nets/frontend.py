@@ -20,6 +20,7 @@ from torch import nn
 from assistant.errors import ConfigError
 
 _NORMALIZE = ("none", "utterance")
+_PADDING = ("center", "causal")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,16 @@ class FrontendConfig:
     """Added to mel power before the log."""
     normalize: str = "utterance"
     """'utterance': subtract each band's mean over the utterance; 'none': raw log-mel."""
+    padding: str = "center"
+    """'center': reflect-pad n_fft/2 on both sides (torchaudio's framing, samples // hop + 1
+    frames); 'causal': zero-pad n_fft - hop on the left only (samples // hop frames), so
+    a stream of hop-multiple chunks gives exactly the frames of the whole utterance."""
 
     def __post_init__(self) -> None:
         if self.normalize not in _NORMALIZE:
             raise ConfigError(f"frontend.normalize: expected one of {', '.join(_NORMALIZE)}, got {self.normalize!r}")
+        if self.padding not in _PADDING:
+            raise ConfigError(f"frontend.padding: expected one of {', '.join(_PADDING)}, got {self.padding!r}")
         if not 0 < self.win_length <= self.n_fft:
             raise ConfigError(f"frontend.win_length: expected 1..n_fft ({self.n_fft}), got {self.win_length}")
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
@@ -84,7 +91,10 @@ def dft_kernels(cfg: FrontendConfig, n_bins: int) -> torch.Tensor:
 
 
 class LogMel(nn.Module):
-    """Raw PCM ``[batch, samples]`` → log-mel ``[batch, n_mels, frames]`` (frames = samples // hop + 1)."""
+    """Raw PCM ``[batch, samples]`` → log-mel ``[batch, n_mels, frames]``."""
+
+    kernels: torch.Tensor
+    fbank: torch.Tensor
 
     def __init__(self, cfg: FrontendConfig | None = None) -> None:
         super().__init__()
@@ -95,16 +105,30 @@ class LogMel(nn.Module):
         self.register_buffer("kernels", dft_kernels(self.cfg, self.n_bins), persistent=False)
         self.register_buffer("fbank", fb[: self.n_bins].T.contiguous(), persistent=False)  # [n_mels, n_bins]
 
-    def power(self, audio: torch.Tensor) -> torch.Tensor:
-        """Power spectrogram ``[batch, n_bins, frames]`` with centre reflect padding."""
-        pad = self.cfg.n_fft // 2
-        x = F.pad(audio.unsqueeze(1), (pad, pad), mode="reflect")
+    @property
+    def left_context(self) -> int:
+        """Samples of past audio a 'causal' frontend needs before each new chunk."""
+        return self.cfg.n_fft - self.cfg.hop_length
+
+    def power(self, audio: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        """Power spectrogram ``[batch, n_bins, frames]``.
+
+        ``past`` (causal padding only): the previous ``left_context`` samples of a stream,
+        used instead of the zero padding.
+        """
+        if self.cfg.padding == "center":
+            pad = self.cfg.n_fft // 2
+            x = F.pad(audio.unsqueeze(1), (pad, pad), mode="reflect")
+        elif past is None:
+            x = F.pad(audio.unsqueeze(1), (self.left_context, 0))
+        else:
+            x = torch.cat([past, audio], dim=1).unsqueeze(1)
         spec = F.conv1d(x, self.kernels, stride=self.cfg.hop_length)
         real, imag = spec[:, : self.n_bins], spec[:, self.n_bins :]
         return real * real + imag * imag
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        mel = torch.matmul(self.fbank, self.power(audio))
+    def forward(self, audio: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        mel = torch.matmul(self.fbank, self.power(audio, past))
         logmel = torch.log(mel + self.cfg.log_floor)
         if self.cfg.normalize == "utterance":
             logmel = logmel - logmel.mean(dim=2, keepdim=True)

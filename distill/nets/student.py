@@ -1,0 +1,182 @@
+"""The tiny student: a causal, dilated, depthwise-separable temporal CNN (TC-ResNet/DS-CNN spirit).
+
+Log-mel bands are the channels of 1-D convolutions over time. Every convolution is
+causal, so the network can run on a stream of audio chunks and, with the running
+attention/max pooling below, give the same answer as on the whole utterance
+(:class:`StreamingStudent`). Heads: one intent head and one head per slot, each with
+its own attention pooling over time (a slot's value is said at one moment; the intent
+is spread over the command).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from assistant.errors import ConfigError
+from distill.nets.frontend import FrontendConfig, LogMel
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    channels: int = 64
+    """Width of every block."""
+    kernel_size: int = 5
+    """Depthwise kernel length in frames."""
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 1, 2, 4, 8)
+    """One residual block per entry; the receptive field grows with the dilations."""
+    dropout: float = 0.1
+    """Dropout before the heads (training only)."""
+    frontend: FrontendConfig = field(default_factory=lambda: FrontendConfig(normalize="none", padding="causal"))
+    """Feature frontend inside the model; 'causal' padding and no utterance normalization stream exactly."""
+
+    def __post_init__(self) -> None:
+        if self.channels < 4 or self.kernel_size < 1 or not self.dilations:
+            raise ConfigError("student: channels >= 4, kernel_size >= 1 and at least one dilation are required")
+        if any(d < 1 for d in self.dilations):
+            raise ConfigError(f"student.dilations: expected positive integers, got {self.dilations}")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["dilations"] = list(self.dilations)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudentConfig:
+        data = dict(data)
+        if "frontend" in data and isinstance(data["frontend"], dict):
+            data["frontend"] = FrontendConfig.from_dict(data["frontend"])
+        if "dilations" in data:
+            data["dilations"] = tuple(data["dilations"])
+        return cls(**data)
+
+
+class CausalBlock(nn.Module):
+    """Depthwise dilated causal conv → BN → ReLU → pointwise conv → BN, plus the residual."""
+
+    def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        self.context = (kernel_size - 1) * dilation  # past frames this block needs
+        self.depthwise = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, groups=channels, bias=False)
+        self.bn1 = nn.BatchNorm1d(channels)
+        self.pointwise = nn.Conv1d(channels, channels, 1, bias=False)
+        self.bn2 = nn.BatchNorm1d(channels)
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, C, T]; ``past`` the block's last ``context`` input frames (zeros at the start)."""
+        padded = F.pad(x, (self.context, 0)) if past is None else torch.cat([past, x], dim=2)
+        y = F.relu(self.bn1(self.depthwise(padded)))
+        return F.relu(self.bn2(self.pointwise(y)) + x)
+
+
+class Student(nn.Module):
+    """Raw 16 kHz PCM ``[batch, samples]`` → logits per head (intent first, then slots)."""
+
+    def __init__(self, head_sizes: Sequence[int], cfg: StudentConfig | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg or StudentConfig()
+        self.head_sizes = tuple(int(n) for n in head_sizes)
+        c = self.cfg.channels
+        self.frontend = LogMel(self.cfg.frontend)
+        self.input_norm = nn.BatchNorm1d(self.cfg.frontend.n_mels)
+        self.stem = nn.Conv1d(self.cfg.frontend.n_mels, c, 1, bias=False)
+        self.stem_bn = nn.BatchNorm1d(c)
+        self.blocks = nn.ModuleList(CausalBlock(c, self.cfg.kernel_size, d) for d in self.cfg.dilations)
+        self.block_contexts = [(self.cfg.kernel_size - 1) * d for d in self.cfg.dilations]
+        self.attention = nn.Conv1d(c, len(self.head_sizes), 1)
+        self.dropout = nn.Dropout(self.cfg.dropout)
+        self.heads = nn.ModuleList(nn.Linear(2 * c, n) for n in self.head_sizes)
+
+    def frames(self, feats: torch.Tensor) -> torch.Tensor:
+        """Per-frame hidden features ``[B, C, T]`` from log-mel (whole utterance)."""
+        x = F.relu(self.stem_bn(self.stem(self.input_norm(feats))))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+    def pool_and_classify(self, weight_sum: torch.Tensor, weighted: torch.Tensor,
+                          running_max: torch.Tensor) -> list[torch.Tensor]:
+        """Heads from the pooled statistics (shared by whole-utterance and streaming paths)."""
+        pooled = weighted / weight_sum.unsqueeze(-1)  # [B, H, C]
+        outs = []
+        for h, head in enumerate(self.heads):
+            z = torch.cat([pooled[:, h], running_max], dim=1)
+            outs.append(head(self.dropout(z)))
+        return outs
+
+    def forward_features(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Logits per head and the per-frame hidden features ``[B, T, C]`` (for feature distillation)."""
+        x = self.frames(self.frontend(audio))
+        scores = self.attention(x)  # [B, H, T]
+        m = scores.amax(dim=2, keepdim=True)
+        w = torch.exp(scores - m)
+        weighted = torch.einsum("bht,bct->bhc", w, x)
+        logits = self.pool_and_classify(w.sum(dim=2), weighted, x.amax(dim=2))
+        return logits, x.transpose(1, 2)
+
+    def forward(self, audio: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_features(audio)[0]
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+_NEG = -1e30  # "minus infinity" that stays finite through exp(a - b)
+
+
+class StreamingStudent(nn.Module):
+    """Runs a :class:`Student` on consecutive chunks, carrying its state explicitly.
+
+    ``step(chunk, state)`` takes a chunk whose length is a multiple of the hop and
+    returns the logits for everything heard so far plus the new state; after the last
+    chunk they equal the whole-utterance logits. The state is a flat list of tensors so
+    the step exports to ONNX as (chunk, *state) → (*logits, *state).
+    """
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        if student.cfg.frontend.padding != "causal" or student.cfg.frontend.normalize != "none":
+            raise ConfigError("streaming needs frontend padding='causal' and normalize='none'")
+        self.student = student
+
+    def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
+        s = self.student
+        c, h = s.cfg.channels, len(s.head_sizes)
+        state = [torch.zeros(batch, s.frontend.left_context)]
+        state += [torch.zeros(batch, c, k) for k in s.block_contexts]
+        state += [
+            torch.full((batch, h, 1), _NEG),  # running max of attention scores
+            torch.zeros(batch, h),  # sum of exp(score - max)
+            torch.zeros(batch, h, c),  # sum of exp(score - max) * frame
+            torch.full((batch, c), _NEG),  # running max-pool
+        ]
+        return state
+
+    def step(self, chunk: torch.Tensor, state: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        s = self.student
+        n_blocks = len(s.blocks)
+        audio_past, block_past = state[0], list(state[1 : 1 + n_blocks])
+        m, wsum, weighted, running_max = state[1 + n_blocks :]
+        feats = s.frontend(chunk, past=audio_past)
+        new_audio_past = torch.cat([audio_past, chunk], dim=1)[:, -s.frontend.left_context :]
+        x = F.relu(s.stem_bn(s.stem(s.input_norm(feats))))
+        new_block_past = []
+        for block, past in zip(s.blocks, block_past, strict=True):
+            joined = torch.cat([past, x], dim=2)
+            new_block_past.append(joined[:, :, joined.shape[2] - past.shape[2] :])
+            x = block(x, past=past)
+        scores = s.attention(x)
+        m_new = torch.maximum(m, scores.amax(dim=2, keepdim=True))
+        w = torch.exp(scores - m_new)
+        scale = torch.exp(m - m_new)
+        wsum = wsum * scale.squeeze(-1) + w.sum(dim=2)
+        weighted = weighted * scale + torch.einsum("bht,bct->bhc", w, x)
+        running_max = torch.maximum(running_max, x.amax(dim=2))
+        logits = s.pool_and_classify(wsum, weighted, running_max)
+        return logits, [new_audio_past, *new_block_past, m_new, wsum, weighted, running_max]
