@@ -70,19 +70,19 @@ def total_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """α·CE + β·KD (+ γ·feature loss); returns the loss and its parts for logging."""
     ce = heads_ce(student, targets)
-    parts = {"ce": float(ce)}
+    parts = {"ce": float(ce.detach())}
     loss = alpha * ce
     if beta > 0:
         if teacher is None:
             raise ValueError("beta > 0 needs teacher logits")
         kd = heads_kd(student, teacher, temperature)
-        parts["kd"] = float(kd)
+        parts["kd"] = float(kd.detach())
         loss = loss + beta * kd
     if gamma > 0:
         if student_feats is None or teacher_feats is None:
             raise ValueError("gamma > 0 needs student and teacher features")
         fl = feature_loss(student_feats, align_time(teacher_feats, student_feats.shape[1]), feature_kind)
-        parts["feat"] = float(fl)
+        parts["feat"] = float(fl.detach())
         loss = loss + gamma * fl
-    parts["total"] = float(loss)
+    parts["total"] = float(loss.detach())
     return loss, parts

@@ -1,0 +1,258 @@
+"""The training loop (nanoGPT's shape): a pure ``lr_at(step)``, an ``evaluate()`` that returns
+metrics, the seed set once, checkpoints that resume exactly, metrics to CSV.
+
+One loop trains every model here: the teacher's heads on cached encoder frames and the
+student on audio, with or without a teacher (α·CE + β·KD + γ·features, see
+:mod:`distill.losses`). Batches are drawn from ``(seed, step)`` alone and dropout is
+seeded the same way, so a run resumed from a checkpoint takes exactly the steps the
+uninterrupted run would have taken. Under ``torchrun`` it runs DistributedDataParallel
+(gloo on CPU, nccl on CUDA), each rank taking its share of every batch; CUDA and bf16
+autocast are used when present.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from assistant.errors import ConfigError
+from distill.losses import total_loss
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Global batch (split across DDP ranks)."""
+    lr: float = 3e-3
+    """Peak learning rate (AdamW)."""
+    min_lr: float = 1e-4
+    """Floor of the cosine decay."""
+    warmup: int = 100
+    """Linear warm-up steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0: off)."""
+    seed: int = 0
+    """Seeds batches, dropout and initialization."""
+    eval_every: int = 250
+    """Validate every this many steps (and at the end)."""
+    patience: int = 0
+    """Early stopping: stop after this many evaluations without improvement (0: never)."""
+    alpha: float = 1.0
+    """Weight of hard-label cross-entropy."""
+    beta: float = 0.0
+    """Weight of output-layer distillation (needs teacher logits)."""
+    temperature: float = 2.0
+    """Distillation temperature."""
+    gamma: float = 0.0
+    """Weight of intermediate-feature distillation (needs teacher features)."""
+    feature_kind: str = "mse"
+    """'mse' or 'cosine'."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError("train.steps and train.batch_size must be positive")
+        if not 0 < self.min_lr <= self.lr:
+            raise ConfigError(f"train.min_lr: expected 0 < min_lr <= lr ({self.lr}), got {self.min_lr}")
+        if self.feature_kind not in ("mse", "cosine"):
+            raise ConfigError(f"train.feature_kind: expected 'mse' or 'cosine', got {self.feature_kind!r}")
+        if min(self.alpha, self.beta, self.gamma) < 0 or self.temperature <= 0:
+            raise ConfigError("train.alpha/beta/gamma must be >= 0 and temperature > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        return cls(**data)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``min_lr`` at ``steps``."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def batch_indices(n: int, step: int, cfg: TrainConfig, rank: int = 0, world: int = 1) -> np.ndarray:
+    """The examples of ``step``'s batch for ``rank``: a pure function of (seed, step)."""
+    rng = np.random.default_rng([cfg.seed, step])
+    idx = rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
+    return idx[rank::world]
+
+
+@dataclass
+class Batch:
+    inputs: torch.Tensor
+    """Model input (audio ``[B, samples]`` or encoder frames ``[B, T, D]``)."""
+    targets: list[torch.Tensor]
+    """Per head ``[B]`` class indices."""
+    teacher_logits: list[torch.Tensor] | None = None
+    teacher_feats: torch.Tensor | None = None
+
+
+class _WithFeatures(nn.Module):
+    """Calls ``forward_features`` through ``forward``, so DDP's gradient hooks see it."""
+
+    def __init__(self, model: nn.Module, project: nn.Module | None) -> None:
+        super().__init__()
+        self.model = model
+        self.project = project if project is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        logits, feats = self.model.forward_features(x)  # type: ignore[operator]
+        return logits, self.project(feats)
+
+
+def _distributed() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    cfg: TrainConfig, model_config: dict[str, Any], best: dict[str, Any],
+                    project: nn.Module | None = None) -> None:
+    """Model weights and config, optimizer, step and training config: enough to rebuild and resume."""
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                "train_config": cfg.to_dict(), "model_config": model_config, "best": best,
+                "project": project.state_dict() if project is not None else None}, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (plain tensors and JSON-like data only)."""
+    data: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    return data
+
+
+def fit(
+    model: nn.Module,
+    make_batch: Callable[[np.ndarray, int], Batch],
+    n_examples: int,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    model_config: dict[str, Any] | None = None,
+    select: str = "command_acceptance",
+    project: nn.Module | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``model`` and return the best validation metrics; resumes from ``out_dir/last.pt``.
+
+    ``make_batch(indices, step)`` builds the batch for those examples (it may augment,
+    seeded by step). ``evaluate(model)`` returns metrics; ``select`` names the one to
+    maximize (best checkpoint: ``best.pt``). ``project`` maps student features to the
+    teacher's width for feature distillation and is trained with the model.
+    """
+    rank, world = _distributed()
+    device = torch.device("cuda", rank % max(1, torch.cuda.device_count())) if torch.cuda.is_available() else None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    params = list(model.parameters()) + (list(project.parameters()) if project is not None else [])
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, best = 0, {select: -1.0, "step": -1}
+    last = out_dir / "last.pt"
+    if last.is_file():
+        ckpt = load_checkpoint(last)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if project is not None and ckpt.get("project") is not None:
+            project.load_state_dict(ckpt["project"])
+        start, best = int(ckpt["step"]), dict(ckpt["best"])
+        _LOGGER.info("resuming from %s at step %d", last, start)
+    if device is not None:
+        model.to(device)
+        if project is not None:
+            project.to(device)
+    trainable: nn.Module = _WithFeatures(model, project) if cfg.gamma > 0 else model
+    net: nn.Module = nn.parallel.DistributedDataParallel(trainable) if world > 1 else trainable
+    log_path = out_dir / "metrics.csv"
+    evals_since_best = 0
+    bar = None
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step")
+    t0 = time.time()
+    step = start
+    for step in range(start, cfg.steps):
+        net.train()
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        torch.manual_seed(cfg.seed * 1_000_003 + step)
+        batch = make_batch(batch_indices(n_examples, step, cfg, rank, world), step)
+        inputs = batch.inputs.to(device) if device is not None else batch.inputs
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device is not None):
+            if cfg.gamma > 0:
+                logits, feats = net(inputs)
+            else:
+                logits, feats = net(inputs), None
+        loss, parts = total_loss(
+            [z.float() for z in logits], batch.targets, batch.teacher_logits, alpha=cfg.alpha, beta=cfg.beta,
+            temperature=cfg.temperature, gamma=cfg.gamma, student_feats=feats, teacher_feats=batch.teacher_feats,
+            feature_kind=cfg.feature_kind,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        optimizer.step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{parts['total']:.3f}")
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            if rank == 0:
+                metrics = evaluate(model)
+                row = {"step": done, "lr": lr_at(step, cfg), "seconds": round(time.time() - t0, 1), **parts, **metrics}
+                _append_csv(log_path, row)
+                improved = metrics.get(select, -1.0) > best[select]
+                if improved:
+                    best = {**metrics, "step": done}
+                    save_checkpoint(out_dir / "best.pt", model, optimizer, done, cfg, model_config or {}, best, project)
+                evals_since_best = 0 if improved else evals_since_best + 1
+                save_checkpoint(last, model, optimizer, done, cfg, model_config or {}, best, project)
+                _LOGGER.info("step %d: %s", done, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+            stop = torch.tensor([int(bool(cfg.patience) and evals_since_best >= cfg.patience)])
+            if world > 1:
+                dist.broadcast(stop, src=0)  # every rank stops at the same step
+            if stop.item():
+                _LOGGER.info("early stop at step %d (best %s=%.4f at step %d)", done, select, best[select], best["step"])
+                break
+    if bar is not None:
+        bar.close()
+    return best
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row), extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+

@@ -1,0 +1,135 @@
+"""The training loop: schedule, exact resume, a 2-process DDP run, early stopping."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from distill.teachers.neural import EncoderHead, HeadConfig  # noqa: E402
+from distill.train import Batch, TrainConfig, batch_indices, fit, load_checkpoint, lr_at  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Frames whose class is written into one feature dimension: learnable in a few steps."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=gen)
+    x = 0.1 * torch.randn(n, 6, 16, generator=gen)
+    x[torch.arange(n), :, y] += 2.0
+    return x, [y]
+
+
+def _make(x: torch.Tensor, ys: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    def make_batch(idx: np.ndarray, step: int) -> Batch:
+        t = torch.from_numpy(idx)
+        return Batch(inputs=x[t], targets=[y[t] for y in ys])
+
+    return make_batch
+
+
+def _accuracy(x: torch.Tensor, ys: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    @torch.no_grad()
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        model.eval()
+        pred = model(x)[0].argmax(dim=1)
+        return {"command_acceptance": float((pred == ys[0]).float().mean())}
+
+    return evaluate
+
+
+def _model() -> EncoderHead:
+    torch.manual_seed(0)
+    return EncoderHead([3], HeadConfig(d_in=16, hidden=16, dropout=0.1))
+
+
+def test_lr_schedule() -> None:
+    cfg = TrainConfig(steps=100, warmup=10, lr=1.0, min_lr=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(55, cfg) == pytest.approx(0.55)
+    assert lr_at(100, cfg) == pytest.approx(0.1)
+    assert np.array_equal(batch_indices(50, 7, cfg), batch_indices(50, 7, cfg))
+    assert not np.array_equal(batch_indices(50, 7, cfg), batch_indices(50, 8, cfg))
+
+
+def test_learns_and_resumes_exactly(tmp_path: Path) -> None:
+    x, ys = _toy()
+    cfg = TrainConfig(steps=40, batch_size=16, lr=1e-2, min_lr=1e-3, warmup=5, eval_every=20)
+    straight = _model()
+    best = fit(straight, _make(x, ys), len(x), _accuracy(x, ys), cfg, tmp_path / "a", progress=False)
+    assert best["command_acceptance"] > 0.9
+
+    make = _make(x, ys)
+
+    def crashing(idx: np.ndarray, step: int) -> Batch:
+        if step == 25:
+            raise KeyboardInterrupt  # the machine goes away mid-run; last.pt is from step 20
+        return make(idx, step)
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(_model(), crashing, len(x), _accuracy(x, ys), cfg, tmp_path / "b", progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 20
+    # A fresh process rebuilds the model from scratch and finds last.pt.
+    resumed = _model()
+    fit(resumed, _make(x, ys), len(x), _accuracy(x, ys), cfg, tmp_path / "b", progress=False)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    assert ckpt["step"] == 40 and ckpt["train_config"]["steps"] == 40
+    assert (tmp_path / "b" / "metrics.csv").read_text().count("\n") == 3  # header + 2 evaluations
+
+
+def test_early_stopping(tmp_path: Path) -> None:
+    x, ys = _toy()
+    cfg = TrainConfig(steps=400, batch_size=16, lr=1e-2, min_lr=1e-3, warmup=5, eval_every=10, patience=2)
+    fit(_model(), _make(x, ys), len(x), lambda m: {"command_acceptance": 0.5}, cfg, tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 30  # 1 best, then 2 without improvement
+
+
+_DDP_SCRIPT = """
+import sys, torch, numpy as np, torch.distributed as dist
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tests!r})
+from test_train import _toy, _make, _model
+from distill.train import TrainConfig, fit
+x, ys = _toy()
+model = _model()
+cfg = TrainConfig(steps=6, batch_size=8, lr=1e-2, min_lr=1e-3, warmup=2, eval_every=3)
+fit(model, _make(x, ys), len(x), lambda m: {{"command_acceptance": 0.0}}, cfg, __import__("pathlib").Path({out!r}),
+    progress=False)
+flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
+dist.all_gather(gathered, flat)
+assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
+print("rank", dist.get_rank(), "ok", float(flat.abs().sum()))
+dist.destroy_process_group()
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_two_process_ddp_on_gloo(tmp_path: Path) -> None:
+    script = tmp_path / "ddp_step.py"
+    script.write_text(textwrap.dedent(_DDP_SCRIPT.format(root=str(ROOT), tests=str(Path(__file__).parent),
+                                                         out=str(tmp_path / "run"))))
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(_free_port()), str(script)],
+        capture_output=True, text=True, timeout=240, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count(" ok ") == 2
+    assert (tmp_path / "run" / "last.pt").is_file()
