@@ -120,12 +120,12 @@ def decode(layout: HeadLayout, intent_probs: np.ndarray, slot_probs: Sequence[np
            threshold: float = 0.0) -> Decision:
     """The decision for one utterance from its head probabilities.
 
-    The intent is the arg-max of the intent head; it is rejected ("not understood")
-    when that is NOT_UNDERSTOOD or its probability is below ``threshold``. Each slot
-    the chosen intent can carry takes its head's arg-max unless that is ABSENT; slots
-    the intent cannot carry are dropped, whatever their heads say. Confidence is the
-    lowest of the intent's and the kept slots' probabilities (for a rejection, the
-    probability of the arg-max class).
+    The intent is the arg-max of the intent head. Each slot the chosen intent can carry
+    takes its head's arg-max unless that is ABSENT; slots the intent cannot carry are
+    dropped, whatever their heads say. Confidence is the lowest of the intent's and the
+    kept slots' probabilities. The command is rejected ("not understood") when the
+    arg-max is NOT_UNDERSTOOD or the confidence is below ``threshold`` (a command is
+    only as sure as its least sure part).
     """
     if len(intent_probs) != len(layout.intents):
         raise BundleError(f"intent head has {len(intent_probs)} outputs, layout has {len(layout.intents)}")
@@ -133,7 +133,7 @@ def decode(layout: HeadLayout, intent_probs: np.ndarray, slot_probs: Sequence[np
         raise BundleError(f"model has {len(slot_probs)} slot heads, layout has {len(layout.slots)}")
     best = int(np.argmax(intent_probs))
     confidence = float(intent_probs[best])
-    if best == 0 or confidence < threshold:
+    if best == 0:
         return Decision(False, None, {}, confidence)
     intent = layout.intents[best]
     allowed = layout.intent_slots.get(intent, frozenset(layout.slot_names))
@@ -147,4 +147,6 @@ def decode(layout: HeadLayout, intent_probs: np.ndarray, slot_probs: Sequence[np
         if k != 0:
             slots[name] = values[k]
             confidence = min(confidence, float(probs[k]))
+    if confidence < threshold:
+        return Decision(False, None, {}, confidence)
     return Decision(True, intent, slots, confidence)

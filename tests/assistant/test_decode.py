@@ -49,6 +49,9 @@ def test_absent_slot_is_omitted_and_rejection() -> None:
     assert (d.understood, d.intent, d.slots) == (False, None, {})
     d = decode(layout, _onehot(3, 1, 0.5), [_onehot(3, 1), _onehot(3, 1)], threshold=0.6)
     assert not d.understood
+    # A sure intent with an unsure slot is rejected too: the threshold applies to the confidence.
+    d = decode(layout, _onehot(3, 1, 0.95), [_onehot(3, 1, 0.55), _onehot(3, 0)], threshold=0.6)
+    assert (d.understood, d.confidence) == (False, pytest.approx(0.55))
 
 
 def test_roundtrip_and_mismatch_errors() -> None:
