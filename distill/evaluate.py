@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.decode import NOT_UNDERSTOOD, Decision, HeadLayout
+from assistant.decode import NOT_UNDERSTOOD, Decision, HeadLayout, decode
 from assistant.errors import BundleError, CorpusError
 from distill.corpus import KINDS
 
@@ -274,32 +274,11 @@ def decide_all(layout: HeadLayout, intent_probs: np.ndarray, slot_probs: Sequenc
     if len(slot_probs) != len(layout.slots):
         raise BundleError(f"model has {len(slot_probs)} slot heads, layout has {len(layout.slots)}")
     n = probs.shape[0]
-    rows = np.arange(n)
-    best = np.argmax(probs, axis=1) if n else np.zeros(0, dtype=np.int64)
-    top = probs[rows, best]
-    heads = []
-    for (name, values), head in zip(layout.slots, slot_probs, strict=True):
-        head = np.asarray(head)
+    heads = [np.asarray(h) for h in slot_probs]
+    for (name, values), head in zip(layout.slots, heads, strict=True):
         if head.shape != (n, len(values)):
             raise BundleError(f"slot head '{name}' must be [{n}, {len(values)}], got {list(head.shape)}")
-        k = np.argmax(head, axis=1) if n else np.zeros(0, dtype=np.int64)
-        heads.append((name, values, k.tolist(), head[rows, k].tolist()))
-    everything = frozenset(layout.slot_names)
-    decisions = []
-    for i, (b, p) in enumerate(zip(best.tolist(), top.tolist(), strict=True)):
-        confidence = float(p)
-        if b == 0 or confidence < threshold:
-            decisions.append(Decision(False, None, {}, confidence))
-            continue
-        intent = layout.intents[b]
-        allowed = layout.intent_slots.get(intent, everything)
-        slots: dict[str, str] = {}
-        for name, values, ks, ps in heads:
-            if name in allowed and ks[i] != 0:
-                slots[name] = values[ks[i]]
-                confidence = min(confidence, float(ps[i]))
-        decisions.append(Decision(True, intent, slots, confidence))
-    return decisions
+    return [decode(layout, probs[i], [h[i] for h in heads], threshold=threshold) for i in range(n)]
 
 
 @dataclass(frozen=True)
