@@ -184,9 +184,9 @@ def _calibration_case() -> tuple[np.ndarray, list[np.ndarray], list[Reference]]:
 
 @pytest.mark.parametrize(("target", "above", "far", "acceptance"), [
     (0.75, None, 0.75, 5 / 8),  # threshold 0 already meets it: 3 of 4 negatives accepted, all commands right
-    (0.5, 0.6, 0.5, 5 / 8),  # reject the 0.6 negative; the 0.5 command goes too
-    (0.25, 0.7, 0.25, 5 / 8),  # and the 0.7 one; the 0.65 command goes too
-    (0.0, 0.9, 0.0, 5 / 8),  # above 0.9, not above the 0.55 confidence: decode gates on the intent
+    (0.5, 0.55, 0.5, 5 / 8),  # reject the negative whose slot is at 0.55; the 0.5 command goes too
+    (0.25, 0.6, 0.25, 6 / 8),  # and the 0.6 one
+    (0.0, 0.7, 0.0, 6 / 8),  # and the 0.7 one; the 0.65 command goes too (decode gates on the confidence)
 ])
 def test_calibrate_threshold(target: float, above: float | None, far: float, acceptance: float) -> None:
     intent, slots, refs = _calibration_case()
