@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(check)
     check.add_argument("context", help="context YAML (Rhino format), or HA templates with --hassil")
     check.add_argument("--hassil", action="store_true", help="read Home Assistant (hassil) intent templates")
-    check.add_argument("--intents", nargs="*", default=None, help="with --hassil: only these intents")
+    check.add_argument("--intents", default=None, metavar="A,B,...",
+                       help="with --hassil: only these intents (comma-separated)")
     check.add_argument("--json", action="store_true", help="print a JSON summary")
     check.add_argument("--sample", type=int, default=0, metavar="N", help="also print N balanced sample sentences")
     return parser
@@ -59,7 +60,7 @@ def context_check(path: str, *, hassil: bool = False, intents: Sequence[str] | N
 def _print_summary(summary: dict[str, object]) -> None:
     intents = summary["intents"]
     assert isinstance(intents, dict)
-    print(f"{summary['context']}: {len(intents)} intents, {summary['sentences']:,} distinct sentences")
+    print(f"{summary['context']}: {len(intents)} intents, {summary['sentences']:,} sentences")
     width = max((len(n) for n in intents), default=6)
     for name, info in intents.items():
         slots = ", ".join(info["slots"]) or "-"
@@ -77,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "context" and args.context_command == "check":
-            summary = context_check(args.context, hassil=args.hassil, intents=args.intents, sample=args.sample)
+            intents = [n.strip() for n in args.intents.split(",") if n.strip()] if args.intents else None
+            summary = context_check(args.context, hassil=args.hassil, intents=intents, sample=args.sample)
             if args.json:
                 print(json.dumps(summary, indent=2))
             else:

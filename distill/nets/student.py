@@ -32,12 +32,16 @@ class StudentConfig:
     """One residual block per entry; the receptive field grows with the dilations."""
     dropout: float = 0.1
     """Dropout before the heads (training only)."""
+    stem_stride: int = 2
+    """The stem merges this many 10-ms frames into one step (cost falls by this factor)."""
     frontend: FrontendConfig = field(default_factory=lambda: FrontendConfig(normalize="none", padding="causal"))
     """Feature frontend inside the model; 'causal' padding and no utterance normalization stream exactly."""
 
     def __post_init__(self) -> None:
         if self.channels < 4 or self.kernel_size < 1 or not self.dilations:
             raise ConfigError("student: channels >= 4, kernel_size >= 1 and at least one dilation are required")
+        if self.stem_stride < 1:
+            raise ConfigError(f"student.stem_stride: expected a positive integer, got {self.stem_stride}")
         if any(d < 1 for d in self.dilations):
             raise ConfigError(f"student.dilations: expected positive integers, got {self.dilations}")
 
@@ -84,7 +88,8 @@ class Student(nn.Module):
         c = self.cfg.channels
         self.frontend = LogMel(self.cfg.frontend)
         self.input_norm = nn.BatchNorm1d(self.cfg.frontend.n_mels)
-        self.stem = nn.Conv1d(self.cfg.frontend.n_mels, c, 1, bias=False)
+        self.stride = self.cfg.stem_stride
+        self.stem = nn.Conv1d(self.cfg.frontend.n_mels, c, self.stride, stride=self.stride, bias=False)
         self.stem_bn = nn.BatchNorm1d(c)
         self.blocks = nn.ModuleList(CausalBlock(c, self.cfg.kernel_size, d) for d in self.cfg.dilations)
         self.block_contexts = [(self.cfg.kernel_size - 1) * d for d in self.cfg.dilations]
@@ -92,9 +97,9 @@ class Student(nn.Module):
         self.dropout = nn.Dropout(self.cfg.dropout)
         self.heads = nn.ModuleList(nn.Linear(2 * c, n) for n in self.head_sizes)
 
-    def frames(self, feats: torch.Tensor) -> torch.Tensor:
-        """Per-frame hidden features ``[B, C, T]`` from log-mel (whole utterance)."""
-        x = F.relu(self.stem_bn(self.stem(self.input_norm(feats))))
+    def frames(self, mel: torch.Tensor) -> torch.Tensor:
+        """Per-step hidden features ``[B, C, T // stem_stride]`` from log-mel ``[B, n_mels, T]``."""
+        x = F.relu(self.stem_bn(self.stem(self.input_norm(mel))))
         for block in self.blocks:
             x = block(x)
         return x
@@ -110,8 +115,12 @@ class Student(nn.Module):
         return outs
 
     def forward_features(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Logits per head and the per-frame hidden features ``[B, T, C]`` (for feature distillation)."""
-        x = self.frames(self.frontend(audio))
+        """Logits per head and the per-step hidden features ``[B, T, C]`` (for feature distillation)."""
+        return self.forward_mel(self.frontend(audio))
+
+    def forward_mel(self, mel: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """As :meth:`forward_features`, from precomputed log-mel (training caches the frontend's output)."""
+        x = self.frames(mel)
         scores = self.attention(x)  # [B, H, T]
         m = scores.amax(dim=2, keepdim=True)
         w = torch.exp(scores - m)
@@ -141,6 +150,7 @@ class StreamingStudent(nn.Module):
 
     def __init__(self, student: Student) -> None:
         super().__init__()
+        self.chunk_multiple = student.cfg.frontend.hop_length * student.stride
         if student.cfg.frontend.padding != "causal" or student.cfg.frontend.normalize != "none":
             raise ConfigError("streaming needs frontend padding='causal' and normalize='none'")
         self.student = student
@@ -163,6 +173,9 @@ class StreamingStudent(nn.Module):
         n_blocks = len(s.blocks)
         audio_past, block_past = state[0], list(state[1 : 1 + n_blocks])
         m, wsum, weighted, running_max = state[1 + n_blocks :]
+        step_samples = s.cfg.frontend.hop_length * s.stride
+        if chunk.shape[1] % step_samples:
+            raise ValueError(f"chunk of {chunk.shape[1]} samples: expected a multiple of {step_samples}")
         feats = s.frontend(chunk, past=audio_past)
         new_audio_past = torch.cat([audio_past, chunk], dim=1)[:, -s.frontend.left_context :]
         x = F.relu(s.stem_bn(s.stem(s.input_norm(feats))))

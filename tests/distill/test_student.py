@@ -15,11 +15,11 @@ def test_shapes_and_size() -> None:
     model = Student([4, 3, 6]).eval()
     logits, feats = model.forward_features(torch.randn(2, 16000))
     assert [tuple(t.shape) for t in logits] == [(2, 4), (2, 3), (2, 6)]
-    assert feats.shape == (2, 100, 64)
+    assert feats.shape == (2, 50, 64)  # 100 frames of 10 ms, merged in pairs by the stem
     assert 10_000 <= count_parameters(model) <= 200_000
 
 
-@pytest.mark.parametrize("chunk", [160, 1600, 4800])
+@pytest.mark.parametrize("chunk", [320, 1600, 4800])
 def test_streaming_equals_whole_utterance(chunk: int) -> None:
     torch.manual_seed(0)
     model = Student([5, 3]).eval()
@@ -34,6 +34,12 @@ def test_streaming_equals_whole_utterance(chunk: int) -> None:
             logits, state = stream.step(audio[:, start : start + chunk], state)
     for a, b in zip(whole, logits, strict=True):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_streaming_rejects_ragged_chunks() -> None:
+    stream = StreamingStudent(Student([3]).eval())
+    with pytest.raises(ValueError, match="multiple of 320"):
+        stream.step(torch.zeros(1, 480), stream.initial_state())
 
 
 def test_streaming_needs_causal_frontend() -> None:

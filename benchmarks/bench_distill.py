@@ -1,0 +1,139 @@
+"""Teacher vs student, and the distillation ablation, on held-out synthetic voices and real speech.
+
+    .venv/bin/python benchmarks/bench_distill.py --context examples/digits.yaml \
+        --corpus work/digits-6k --real ../shared/data/fsdd-dev --out work/bench-digits
+
+Trains the Whisper-encoder teacher's heads, then the same student (same steps, data and
+seeds) with hard labels only, with output KD, and with output + feature KD; evaluates
+each on the corpus's held-out test voices (clean, 15 dB, 6 dB SNR of household/babble/
+colored noise) and, when --real is given, on real recordings (FSDD digits: never
+trained on). Prints markdown tables and writes results.json. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assistant.context import load_context
+from assistant.decode import HeadLayout
+from distill.augment import AugmentConfig, Augmenter
+from distill.data import ClipSet, load_corpus, load_fsdd
+from distill.distillation import StudentRecipe, evaluate_student, train_student
+from distill.evaluate import format_table
+from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
+from distill.nets.student import StudentConfig
+from distill.teach import TeacherConfig, train_teacher
+from distill.train import TrainConfig
+
+VARIANTS = {"hard": (1.0, 0.0, 0.0), "kd": (0.5, 1.0, 0.0), "kd+feat": (0.5, 1.0, 1.0)}
+
+
+def noisy(clips: ClipSet, snr_db: float, seed: int = 123) -> ClipSet:
+    """The same clips with noise at a fixed SNR (deterministic; babble from the same held-out set)."""
+    aug = Augmenter(AugmentConfig.noise_only(snr_db=snr_db), babble_pool=clips.audio)
+    audio = [aug(a, np.random.default_rng([seed, i]), exclude=(i,))[0] for i, a in enumerate(clips.audio)]
+    return ClipSet(f"{clips.name}@{snr_db:g}dB", audio, clips.references, clips.targets,
+                   [f"{k}|snr{snr_db:g}|{seed}" for k in clips.keys])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--context", required=True)
+    ap.add_argument("--corpus", required=True, type=Path)
+    ap.add_argument("--real", type=Path, help="FSDD-style folder of real recordings (evaluation only)")
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--teacher-steps", type=int, default=1500)
+    ap.add_argument("--teacher-copies", type=int, default=1)
+    ap.add_argument("--student-steps", type=int, default=2000)
+    ap.add_argument("--student-copies", type=int, default=2)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--f-max", type=float, default=4000.0)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+
+    ctx = load_context(args.context)
+    layout = HeadLayout.from_context(ctx)
+    train = load_corpus(args.corpus, layout, splits=("train",))
+    val = load_corpus(args.corpus, layout, splits=("val",))
+    test = load_corpus(args.corpus, layout, splits=("test",))
+    conditions: dict[str, ClipSet] = {"test clean": test, "test 15 dB": noisy(test, 15), "test 6 dB": noisy(test, 6)}
+    if args.real:
+        conditions["real (FSDD)"] = load_fsdd(args.real, layout)
+    print(f"train {len(train)}, val {len(val)}, test {len(test)} clips; conditions: {', '.join(conditions)}")
+
+    t0 = time.time()
+    tcfg = TeacherConfig(copies=args.teacher_copies,
+                         train=TrainConfig(steps=args.teacher_steps, batch_size=64, lr=2e-3, warmup=100, eval_every=250))
+    cache = Path("work/cache/whisper")
+    teacher, tmetrics = train_teacher(train, val, layout, tcfg, args.out / "teacher", cache_dir=cache,
+                                      also=conditions, progress=False)
+    teacher_s = time.time() - t0
+    enc_params, enc_macs = whisper_encoder_cost(teacher.head.cfg.d_in, tcfg.window_s)
+    results: dict[str, Any] = {
+        "teacher": {"params": enc_params + count_parameters(teacher.head), "macs_per_s": enc_macs,
+                    "train_seconds": round(teacher_s), **{k: m.command_acceptance for k, m in tmetrics.items()}},
+        "students": {},
+    }
+
+    for variant in args.variants:
+        alpha, beta, gamma = VARIANTS[variant]
+        for seed in args.seeds:
+            recipe = StudentRecipe(
+                student=StudentConfig(channels=args.channels,
+                                      frontend=replace(StudentConfig().frontend, f_max=args.f_max)),
+                train=TrainConfig(steps=args.student_steps, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
+                                  seed=seed, alpha=alpha, beta=beta, gamma=gamma, temperature=2.0),
+                copies=args.student_copies,
+            )
+            t0 = time.time()
+            model, _ = train_student(train, val, layout, recipe, args.out / f"student-{variant}-s{seed}",
+                                     teacher=teacher, cache_dir=cache, progress=False)
+            row: dict[str, Any] = {"variant": variant, "seed": seed, "params": count_parameters(model),
+                                   "macs_per_s": macs_per_second(model), "train_seconds": round(time.time() - t0)}
+            for name, clips in conditions.items():
+                row[name] = evaluate_student(model, layout, clips).command_acceptance
+            results["students"][f"{variant}/s{seed}"] = row
+            print(json.dumps(row))
+            (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+    cond = list(conditions)
+    teacher_row = {"model": "teacher (Whisper base enc. + heads)", "params": results["teacher"]["params"],
+                   "MMACs/s": results["teacher"]["macs_per_s"] / 1e6,
+                   **{c: results["teacher"][c] for c in cond if c in results["teacher"]}}
+    rows = [teacher_row]
+    for key, r in results["students"].items():
+        rows.append({"model": f"student {key}", "params": r["params"], "MMACs/s": r["macs_per_s"] / 1e6,
+                     **{c: r[c] for c in cond}})
+    print(f"\n## Teacher vs student ({args.context}, {args.corpus}), {time.strftime('%Y-%m-%d')}, "
+          f"{platform.machine()} {torch.get_num_threads()} threads, {time.time() - started:.0f} s\n")
+    print(format_table(rows, ["model", "params", "MMACs/s", *cond], percent=cond))
+    if len(args.seeds) > 1:
+        print("\n## Mean over seeds\n")
+        mean_rows = []
+        for variant in args.variants:
+            rs = [r for r in results["students"].values() if r["variant"] == variant]
+            mean_rows.append({"variant": variant, "seeds": len(rs),
+                              **{c: float(np.mean([r[c] for r in rs])) for c in cond},
+                              **{f"{c} sd": float(np.std([r[c] for r in rs])) for c in cond[-1:]}})
+        print(format_table(mean_rows, ["variant", "seeds", *cond, f"{cond[-1]} sd"], percent=[*cond, f"{cond[-1]} sd"]))
+    (args.out / "results.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Student stage: train the tiny student from hard labels and, optionally, a teacher.
+
+Consistent teaching (Beyer et al. 2022): the teacher labels exactly the clip the
+student sees. On a 2-core CPU the Whisper teacher (~0.03 s a clip) cannot label every
+freshly augmented batch, so the student trains on a fixed pool — the clean clips plus
+``copies`` deterministic augmented versions of each — and the teacher labels every clip
+of that pool once (probabilities and hidden features, cached). With a GPU, raise
+``copies``; the labels stay exactly those of the audio the student hears.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from assistant.decode import HeadLayout
+from distill.augment import AugmentConfig
+from distill.data import ClipSet, pad_batch
+from distill.evaluate import Metrics
+from distill.nets.student import Student, StudentConfig
+from distill.teach import augmented_copies, probs_metrics
+from distill.teachers.base import Teacher
+from distill.teachers.neural import EncoderTeacher, encode_cached
+from distill.train import Batch, TrainConfig, fit, load_checkpoint
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudentRecipe:
+    student: StudentConfig = field(default_factory=StudentConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=3000, batch_size=64, lr=3e-3, warmup=150,
+                                                                   eval_every=250))
+    copies: int = 2
+    """Augmented copies of each training clip in the pool (besides the clean one)."""
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    max_seconds: float = 4.0
+    """Crop training clips to this many seconds."""
+    checkpoint: str = "last"
+    """Which weights to keep: 'last' (no selection) or 'best' (highest synthetic-validation acceptance).
+    Synthetic validation sits near 100% for every candidate and picks poorly on real voices (DESIGN.md)."""
+
+
+@torch.no_grad()
+def student_probs(model: nn.Module, clips: ClipSet, batch: int = 64) -> list[np.ndarray]:
+    model.eval()
+    order = np.argsort([len(a) for a in clips.audio])  # similar lengths together: less padding
+    outs: list[list[np.ndarray]] = []
+    for s in range(0, len(order), batch):
+        idx = order[s : s + batch]
+        logits = model(torch.from_numpy(pad_batch([clips.audio[i] for i in idx])))
+        outs.append([torch.softmax(z, dim=-1).numpy() for z in logits])
+    probs = [np.concatenate([o[h] for o in outs]) for h in range(len(outs[0]))]
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return [p[inverse] for p in probs]
+
+
+class MelStudent(nn.Module):
+    """Trains a :class:`Student` from cached log-mel (its frontend has no weights to learn)."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward_features(self, mel: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.student.forward_mel(mel)
+
+    def forward(self, mel: torch.Tensor) -> list[torch.Tensor]:
+        return self.student.forward_mel(mel)[0]
+
+
+@torch.no_grad()
+def log_mel(student: Student, audio: list[np.ndarray], batch: int = 64) -> list[torch.Tensor]:
+    """The student's (fixed) frontend output for each clip, ``[n_mels, frames]`` float16."""
+    out: list[torch.Tensor] = []
+    for s in range(0, len(audio), batch):
+        clips = audio[s : s + batch]
+        mel = student.frontend(torch.from_numpy(pad_batch(clips)))
+        hop = student.cfg.frontend.hop_length
+        out.extend(mel[i, :, : max(1, len(c) // hop)].to(torch.float16) for i, c in enumerate(clips))
+    return out
+
+
+def pad_mel(mels: list[torch.Tensor], floor: float, multiple: int) -> torch.Tensor:
+    """Batch ``[B, n_mels, T]`` padded with the log of silence, T a multiple of the stem stride."""
+    t = max(m.shape[1] for m in mels)
+    t += (-t) % multiple
+    out = torch.full((len(mels), mels[0].shape[0], t), floor)
+    for i, m in enumerate(mels):
+        out[i, :, : m.shape[1]] = m.float()
+    return out
+
+
+def teacher_labels(teacher: Teacher, clips: ClipSet, batch: int = 32,
+                   cache_dir: Path | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The teacher's probabilities (and features, if it has them) for every clip.
+
+    An :class:`EncoderTeacher` with a ``cache_dir`` reuses cached encoder frames (keyed by
+    the clips' keys), so only its small head runs again.
+    """
+    if isinstance(teacher, EncoderTeacher) and cache_dir is not None:
+        frames = encode_cached(teacher.encoder, clips.audio, clips.keys, cache_dir,
+                               stride=teacher.head.cfg.pool_stride)
+        with torch.no_grad():
+            outs = [teacher.head.forward_features(torch.from_numpy(frames[s : s + 256]))
+                    for s in range(0, len(frames), 256)]
+        heads = [np.concatenate([torch.softmax(o[0][h], dim=-1).numpy() for o in outs])
+                 for h in range(len(outs[0][0]))]
+        return heads, np.concatenate([o[1].numpy().astype(np.float16) for o in outs])
+    probs: list[list[np.ndarray]] = []
+    feats: list[np.ndarray] = []
+    for s in range(0, len(clips), batch):
+        out = teacher.predict(clips.audio[s : s + batch])
+        probs.append(out.probs)
+        if out.features is not None:
+            feats.append(out.features.astype(np.float16))
+    heads = [np.concatenate([p[h] for p in probs]) for h in range(len(probs[0]))]
+    return heads, (np.concatenate(feats) if feats else None)
+
+
+def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: StudentRecipe, out_dir: Path, *,
+                  teacher: Teacher | None = None, teacher_window_s: float = 3.0,
+                  cache_dir: Path | None = None, progress: bool = True) -> tuple[Student, dict[str, Any]]:
+    """Train a student on the augmented pool of ``train``; returns the best-on-val student and its metrics."""
+    cfg = recipe.train
+    if (cfg.beta > 0 or cfg.gamma > 0) and teacher is None:
+        raise ValueError("beta/gamma > 0 (distillation) needs a teacher")
+    pool = augmented_copies(train, recipe.copies, recipe.augment, seed=cfg.seed)
+    limit = int(recipe.max_seconds * 16000)
+    audio = [a[:limit] for a in pool.audio]
+    t_logits: list[torch.Tensor] | None = None
+    t_feats: torch.Tensor | None = None
+    if teacher is not None and (cfg.beta > 0 or cfg.gamma > 0):
+        _LOGGER.info("teacher %s labels %d clips", teacher.name, len(pool))
+        probs, feats = teacher_labels(teacher, pool, cache_dir=cache_dir)
+        t_logits = [torch.from_numpy(np.log(np.clip(p, 1e-8, 1.0))) for p in probs]
+        if feats is not None:
+            t_feats = torch.from_numpy(feats)
+    head_sizes = [len(layout.intents), *(len(v) for _, v in layout.slots)]
+    torch.manual_seed(cfg.seed)
+    model = Student(head_sizes, recipe.student)
+    mels = log_mel(model, audio)
+    floor = math.log(recipe.student.frontend.log_floor)
+    project = None
+    if cfg.gamma > 0:
+        if t_feats is None:
+            raise ValueError(f"gamma > 0 needs teacher features; {teacher.name if teacher else None} has none")
+        project = nn.Linear(recipe.student.channels, int(t_feats.shape[-1]))
+    targets = torch.from_numpy(pool.targets)
+    teacher_rate = (t_feats.shape[1] / teacher_window_s) if t_feats is not None else 0.0
+
+    def make_batch(idx: np.ndarray, step: int) -> Batch:
+        x = pad_mel([mels[i] for i in idx], floor, model.stride)
+        t = torch.from_numpy(idx)
+        feats = None
+        if t_feats is not None and cfg.gamma > 0:
+            seconds = x.shape[2] * recipe.student.frontend.hop_length / 16000
+            frames = max(1, min(t_feats.shape[1], int(round(seconds * teacher_rate))))
+            feats = t_feats[t, :frames].float()
+        return Batch(inputs=x, targets=[targets[t, h] for h in range(targets.shape[1])],
+                     teacher_logits=[z[t] for z in t_logits] if t_logits is not None else None, teacher_feats=feats)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        metrics = probs_metrics(layout, student_probs(model, val), val)
+        return {"command_acceptance": metrics.command_acceptance, "intent_accuracy": metrics.intent_accuracy or 0.0}
+
+    model_config = {"kind": "student", "head_sizes": head_sizes, "student": recipe.student.to_dict(),
+                    "layout": layout.to_dict()}
+    trainable = MelStudent(model)
+    best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,
+               progress=progress)
+    trainable.load_state_dict(load_checkpoint(out_dir / f"{recipe.checkpoint}.pt")["model"])
+    return model.eval(), best
+
+
+def evaluate_student(model: nn.Module, layout: HeadLayout, clips: ClipSet, threshold: float = 0.0) -> Metrics:
+    return probs_metrics(layout, student_probs(model, clips), clips, threshold)

@@ -1,0 +1,111 @@
+"""Teacher stage: train context heads on a frozen pretrained speech encoder.
+
+Encoder frames are computed once per clip (and per augmented copy) and cached on disk,
+so head training runs at the speed of a small MLP. Augmented copies are deterministic
+(seeded by clip key and copy), so the same copy is cached once and reused by every run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assistant.decode import HeadLayout
+from distill.augment import AugmentConfig, Augmenter
+from distill.data import ClipSet
+from distill.evaluate import Metrics, decide_all, score
+from distill.teachers.neural import EncoderHead, EncoderTeacher, HeadConfig, encode_cached
+from distill.train import Batch, TrainConfig, fit, load_checkpoint
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    whisper_dir: str | None = None
+    """CTranslate2 Whisper directory (None: $HUBVOICE_WHISPER_DIR or the development package)."""
+    window_s: float = 3.0
+    """Encoder window: clips are cropped/padded to this (3 s ≈ 0.03 s per clip on 2 cores)."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type for the frozen encoder."""
+    copies: int = 1
+    """Augmented copies of each training clip (besides the clean one)."""
+    head: HeadConfig = field(default_factory=lambda: HeadConfig(pool_stride=2))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1500, batch_size=64, lr=2e-3, warmup=100,
+                                                                   eval_every=250))
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def augmented_copies(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int = 0) -> ClipSet:
+    """``clips`` followed by ``copies`` deterministic augmented versions of each (babble from the same set)."""
+    if copies <= 0:
+        return clips
+    aug = Augmenter(cfg, babble_pool=clips.audio)
+    audio, refs, keys, rows = list(clips.audio), list(clips.references), list(clips.keys), [clips.targets]
+    for k in range(copies):
+        for i, (clip, key) in enumerate(zip(clips.audio, clips.keys, strict=True)):
+            s = int.from_bytes(hashlib.sha1(f"{seed}|{key}|{k}".encode()).digest()[:4], "little")
+            y, _ = aug(clip, np.random.default_rng(s), exclude=(i,))
+            audio.append(y)
+            keys.append(f"{key}|aug{k}|seed{seed}")
+        refs.extend(clips.references)
+        rows.append(clips.targets)
+    return ClipSet(clips.name + f"+{copies}aug", audio, refs, np.concatenate(rows), keys)
+
+
+def probs_metrics(layout: HeadLayout, probs: list[np.ndarray], clips: ClipSet, threshold: float = 0.0) -> Metrics:
+    return score(clips.references, decide_all(layout, probs[0], probs[1:], threshold=threshold), layout=layout)
+
+
+@torch.no_grad()
+def head_probs(head: EncoderHead, frames: np.ndarray, batch: int = 256) -> list[np.ndarray]:
+    head.eval()
+    outs: list[list[np.ndarray]] = []
+    for s in range(0, len(frames), batch):
+        logits = head(torch.from_numpy(frames[s : s + batch]))
+        outs.append([torch.softmax(z, dim=-1).numpy() for z in logits])
+    return [np.concatenate([o[h] for o in outs]) for h in range(len(outs[0]))]
+
+
+def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: TeacherConfig, out_dir: Path, *,
+                  cache_dir: Path, also: Mapping[str, ClipSet] | None = None, encoder: Any = None,
+                  progress: bool = True) -> tuple[EncoderTeacher, dict[str, Metrics]]:
+    """Train the heads; return the teacher (best validation checkpoint) and metrics on val and ``also``."""
+    from distill.teachers.whisper import WhisperEncoder
+
+    encoder = encoder or WhisperEncoder(cfg.whisper_dir, window_s=cfg.window_s, compute_type=cfg.compute_type)
+    stride = cfg.head.pool_stride
+    pool = augmented_copies(train, cfg.copies, cfg.augment, seed=cfg.train.seed)
+    _LOGGER.info("encoding %d training clips (%d clean + %d augmented)", len(pool), len(train), len(pool) - len(train))
+    x_train = encode_cached(encoder, pool.audio, pool.keys, cache_dir, stride=stride)
+    x_val = encode_cached(encoder, val.audio, val.keys, cache_dir, stride=stride)
+    head_sizes = [len(layout.intents), *(len(v) for _, v in layout.slots)]
+    cfg_head = HeadConfig(**{**cfg.head.to_dict(), "d_in": int(x_train.shape[-1])})
+    torch.manual_seed(cfg.train.seed)
+    head = EncoderHead(head_sizes, cfg_head)
+    xt, yt = torch.from_numpy(x_train), torch.from_numpy(pool.targets)
+
+    def make_batch(idx: np.ndarray, step: int) -> Batch:
+        t = torch.from_numpy(idx)
+        return Batch(inputs=xt[t], targets=[yt[t, h] for h in range(yt.shape[1])])
+
+    def evaluate(model: torch.nn.Module) -> dict[str, float]:
+        m = probs_metrics(layout, head_probs(model, x_val), val)  # type: ignore[arg-type]
+        return {"command_acceptance": m.command_acceptance, "intent_accuracy": m.intent_accuracy or 0.0}
+
+    model_config = {"kind": "encoder_head", "head_sizes": head_sizes, "head": cfg_head.to_dict(),
+                    "layout": layout.to_dict(), "window_s": cfg.window_s}
+    fit(head, make_batch, len(pool), evaluate, cfg.train, out_dir, model_config=model_config, progress=progress)
+    head.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
+    metrics = {"val": probs_metrics(layout, head_probs(head, x_val), val)}
+    for name, clips in (also or {}).items():
+        frames = encode_cached(encoder, clips.audio, clips.keys, cache_dir, stride=stride)
+        metrics[name] = probs_metrics(layout, head_probs(head, frames), clips)
+    return EncoderTeacher(encoder, head, layout), metrics
