@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from assistant import __version__
 from assistant.errors import HubvoiceError
@@ -39,12 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def context_check(path: str, *, hassil: bool = False, intents: Sequence[str] | None = None,
-                  sample: int = 0) -> dict[str, object]:
+                  sample: int = 0) -> dict[str, Any]:
     """Load and validate a context; return its summary (intents, sentence counts, slots)."""
     from assistant.context import import_hassil, load_context, sample_sentences
 
     ctx = import_hassil(path, intents=intents) if hassil else load_context(path)
-    summary: dict[str, object] = {
+    summary: dict[str, Any] = {
         "context": path,
         "sha256": ctx.sha256,
         "intents": {name: {"sentences": ctx.count(name), "slots": sorted(ctx.intent_slots(name))}
@@ -57,19 +58,17 @@ def context_check(path: str, *, hassil: bool = False, intents: Sequence[str] | N
     return summary
 
 
-def _print_summary(summary: dict[str, object]) -> None:
-    intents = summary["intents"]
-    assert isinstance(intents, dict)
+def _print_summary(summary: dict[str, Any]) -> None:
+    intents: dict[str, Any] = summary["intents"]
     print(f"{summary['context']}: {len(intents)} intents, {summary['sentences']:,} sentences")
     width = max((len(n) for n in intents), default=6)
     for name, info in intents.items():
-        slots = ", ".join(info["slots"]) or "-"
-        print(f"  {name:<{width}}  {info['sentences']:>14,}  slots: {slots}")
-    slots = summary["slots"]
-    assert isinstance(slots, dict)
+        names = ", ".join(info["slots"]) or "-"
+        print(f"  {name:<{width}}  {info['sentences']:>14,}  slots: {names}")
+    slots: dict[str, int] = summary["slots"]
     if slots:
         print("slots: " + ", ".join(f"{n} ({k} values)" for n, k in slots.items()))
-    for s in summary.get("samples", []):  # type: ignore[attr-defined]
+    for s in summary.get("samples", []):
         print(f"  \"{s['text']}\" -> {s['intent']} {json.dumps(s['slots'])}")
 
 
