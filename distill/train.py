@@ -191,6 +191,7 @@ def fit(
     trainable: nn.Module = _WithFeatures(model, project) if cfg.gamma > 0 else model
     net: nn.Module = nn.parallel.DistributedDataParallel(trainable) if world > 1 else trainable
     log_path = out_dir / "metrics.csv"
+    board = _tensorboard(out_dir) if rank == 0 else None
     evals_since_best = 0
     bar = None
     if progress and rank == 0:
@@ -230,6 +231,10 @@ def fit(
                 metrics = evaluate(model)
                 row = {"step": done, "lr": lr_at(step, cfg), "seconds": round(time.time() - t0, 1), **parts, **metrics}
                 _append_csv(log_path, row)
+                if board is not None:
+                    for key, value in row.items():
+                        if key != "step" and isinstance(value, (int, float)):
+                            board.add_scalar(key, value, done)
                 improved = metrics.get(select, -1.0) > best[select]
                 if improved:
                     best = {**metrics, "step": done}
@@ -245,7 +250,18 @@ def fit(
                 break
     if bar is not None:
         bar.close()
+    if board is not None:
+        board.close()
     return best
+
+
+def _tensorboard(out_dir: Path) -> Any:
+    """A SummaryWriter when TensorBoard is installed (optional), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:

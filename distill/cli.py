@@ -1,0 +1,161 @@
+"""``hubvoice-distill``: the offline pipeline's command line, thin over the library.
+
+Subcommands: ``synth`` (context -> corpus), ``merge`` (join shard manifests),
+``augment`` (corpus -> augmented corpus), ``voices`` (installed voices and their
+split), ``corpus-stats`` (tables of a corpus). Every subcommand takes ``--debug``.
+Errors the user can fix print ``error: <message>`` on stderr and exit with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from assistant.errors import HubvoiceError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS: a subcommand that is not given --debug keeps the value of the top-level --debug
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="log debug messages")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    from distill.tts import ENGINE_NAMES
+
+    common = _common()
+    parser = argparse.ArgumentParser(prog="hubvoice-distill",
+                                     description="hubvoice offline pipeline: synthesize, augment, distill.")
+    parser.add_argument("--debug", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    synth = sub.add_parser("synth", parents=[common], help="synthesize a speech corpus for a context",
+                           description="Synthesize a voice-disjoint speech corpus (manifest.jsonl, corpus.json, "
+                                       "audio/) for a context; re-runs reuse existing audio.")
+    synth.add_argument("context", type=Path, help="context YAML file")
+    synth.add_argument("-o", "--out", type=Path, required=True, help="corpus folder to write")
+    synth.add_argument("--utterances", type=int, default=1000, help="number of utterances (default: 1000)")
+    synth.add_argument("--voices", nargs="+", default=[], metavar="SPEC",
+                       help="glob patterns on voice ids, e.g. 'espeak-ng:en-us+*' 'flite:*' (default: all)")
+    synth.add_argument("--engines", nargs="+", default=list(ENGINE_NAMES), choices=ENGINE_NAMES,
+                       help="engines to use (default: all installed)")
+    synth.add_argument("--negatives", type=float, default=0.12,
+                       help="fraction of not-understood utterances (default: 0.12)")
+    synth.add_argument("--seed", type=int, default=0, help="plan seed (default: 0)")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.add_argument("--shard", default=None, metavar="I/N", help="synthesize only shard I of N (1-based)")
+    synth.add_argument("--timeout", type=float, default=30.0, help="seconds per engine call (default: 30)")
+    synth.add_argument("--no-progress", action="store_true", help="no progress bar")
+    synth.set_defaults(func=_synth)
+
+    merge = sub.add_parser("merge", parents=[common], help="join the shard manifests of a corpus folder")
+    merge.add_argument("corpus", type=Path, help="corpus folder holding manifest.shard-i-of-N.jsonl")
+    merge.set_defaults(func=_merge)
+
+    augment = sub.add_parser("augment", parents=[common], help="write an augmented copy of a corpus")
+    augment.add_argument("corpus", type=Path, help="corpus folder to read")
+    augment.add_argument("-o", "--out", type=Path, required=True, help="new corpus folder to write")
+    augment.add_argument("--copies", type=int, default=1, help="augmented copies per clip (default: 1)")
+    augment.add_argument("--snr", type=float, default=None, metavar="DB",
+                         help="fixed SNR in dB with noise on every clip (test conditions)")
+    augment.add_argument("--seed", type=int, default=0, help="augmentation seed (default: 0)")
+    augment.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    augment.set_defaults(func=_augment)
+
+    voices = sub.add_parser("voices", parents=[common], help="list the installed voices and their split")
+    voices.add_argument("--engines", nargs="+", default=list(ENGINE_NAMES), choices=ENGINE_NAMES,
+                        help="engines to list (default: all)")
+    voices.add_argument("--voices", nargs="+", default=[], metavar="SPEC", help="glob patterns on voice ids")
+    voices.set_defaults(func=_voices)
+
+    stats = sub.add_parser("corpus-stats", parents=[common], help="print statistics of a corpus")
+    stats.add_argument("corpus", type=Path, help="corpus folder (or manifest file)")
+    stats.add_argument("--per-voice", action="store_true", help="also print one row per voice")
+    stats.set_defaults(func=_corpus_stats)
+    return parser
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from distill.synth import SynthConfig, parse_shard, synthesize_corpus
+
+    config = SynthConfig(utterances=args.utterances, negatives=args.negatives, seed=args.seed,
+                         engines=tuple(dict.fromkeys(args.engines)), voices=tuple(args.voices),
+                         timeout_s=args.timeout)
+    shard = parse_shard(args.shard) if args.shard else None
+    result = synthesize_corpus(args.context, args.out, config, workers=args.workers, shard=shard,
+                               progress=not args.no_progress)
+    print(f"{result.manifest}: {result.planned - result.failed} utterances "
+          f"({result.synthesized} synthesized, {result.cached} cached, {result.failed} failed) "
+          f"in {result.seconds:.1f} s")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from distill.corpus import read_manifest
+    from distill.synth import merge_shards
+
+    manifest = merge_shards(args.corpus)
+    print(f"{manifest}: {len(read_manifest(manifest))} utterances")
+    return 0
+
+
+def _augment(args: argparse.Namespace) -> int:
+    from distill.augment import augment_corpus
+
+    out = augment_corpus(args.corpus, args.out, None, copies=args.copies, seed=args.seed, snr_db=args.snr,
+                         workers=args.workers)
+    print(f"{out}: augmented corpus written")
+    return 0
+
+
+def _voices(args: argparse.Namespace) -> int:
+    from distill.synth import assign_splits
+    from distill.tts import installed_voices, list_voices, load_engines
+
+    voices = list_voices(load_engines(args.engines), args.voices)
+    splits = assign_splits(installed_voices())
+    print("| voice | engine | speaker | split |\n| --- | --- | --- | --- |")
+    for v in voices:
+        print(f"| {v.id} | {v.engine} | {v.speaker_id} | {splits[v.id]} |")
+    counts = {s: sum(1 for v in voices if splits[v.id] == s) for s in ("train", "val", "test")}
+    print(f"\n{len(voices)} voices: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    return 0
+
+
+def _corpus_stats(args: argparse.Namespace) -> int:
+    from distill.corpus import corpus_stats, format_stats, read_manifest
+
+    utterances = read_manifest(args.corpus)
+    stats = corpus_stats(utterances)
+    print(format_stats(stats, per_voice=args.per_voice), end="")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``hubvoice-distill``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except HubvoiceError as exc:
+        if args.debug:
+            _LOGGER.exception("failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
