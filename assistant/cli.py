@@ -5,12 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from assistant import __version__
-from assistant.errors import HubvoiceError
+from assistant.errors import ConfigError, HubvoiceError
+
+if TYPE_CHECKING:
+    from assistant.bundle import Bundle
+    from assistant.messages import InferenceResult
+    from assistant.mqtt import Publisher
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -36,6 +45,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --hassil: only these intents (comma-separated)")
     check.add_argument("--json", action="store_true", help="print a JSON summary")
     check.add_argument("--sample", type=int, default=0, metavar="N", help="also print N balanced sample sentences")
+
+    infer = sub.add_parser("infer", help="run a model bundle on WAV files and print each decision")
+    _add_common(infer)
+    infer.add_argument("files", nargs="+", metavar="FILE.wav", help="WAV files (any rate, channels, sample width)")
+    infer.add_argument("--bundle", default=None, metavar="DIR", help="bundle folder (default: models/smart_home)")
+    infer.add_argument("--json", action="store_true", help="print one JSON object per file")
+    infer.add_argument("--threshold", type=float, default=None, metavar="T",
+                       help="decision threshold in [0, 1] (default: the bundle's)")
+    infer.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="ONNX Runtime threads (default: hub.yaml's, else 1)")
+    infer.add_argument("--fp32", action="store_true",
+                       help="run the bundle's float reference model (model.fp32.onnx, if kept) instead of model.onnx")
+    infer.add_argument("--publish", action="store_true", help="also publish each result over MQTT")
+    infer.add_argument("--broker", default=None, metavar="mqtt[s]://[user@]host:port", help="broker for --publish")
+    infer.add_argument("--site", default=None, metavar="NAME", help="site id for --publish (default: hub.yaml's)")
+    infer.add_argument("-c", "--config", default=None, metavar="hub.yaml",
+                       help="hub config: broker, site, actions, threads for --publish")
+    infer.add_argument("--publish-timeout", type=float, default=10.0, metavar="S",
+                       help="seconds to wait for the broker to acknowledge everything (default 10)")
     return parser
 
 
@@ -72,6 +100,85 @@ def _print_summary(summary: dict[str, Any]) -> None:
         print(f"  \"{s['text']}\" -> {s['intent']} {json.dumps(s['slots'])}")
 
 
+def default_bundle() -> Path:
+    """``models/smart_home`` if it is installed; ConfigError saying what to pass otherwise."""
+    import models
+
+    try:
+        return models.path("smart_home")
+    except FileNotFoundError as err:
+        raise ConfigError(f"no --bundle given and {err}; pass --bundle DIR") from None
+
+
+def format_result(result: InferenceResult) -> str:
+    """One readable line: ``a.wav: changeLightState state=off location=kitchen (confidence 0.97, 1.8 ms)``."""
+    what = " ".join([result.intent or "", *(f"{k}={v}" for k, v in result.slots.items())]) \
+        if result.understood else "not understood"
+    return f"{result.input}: {what} (confidence {result.confidence:.2f}, {result.latency_ms:.1f} ms)"
+
+
+def _publisher(args: argparse.Namespace, bundle: Bundle, workdir: str) -> Publisher:
+    """The MQTT publisher for --publish: from -c hub.yaml (and --broker/--site), or from --broker alone."""
+    from assistant.config import MqttConfig, load_config
+    from assistant.messages import check_topic_level
+    from assistant.mqtt import Publisher
+
+    if args.config:
+        hub = load_config(args.config, broker=args.broker)
+        if args.site:
+            hub = replace(hub, site=check_topic_level(args.site, "--site"))
+        # Its own client id (a hub running with this config stays connected) and its own outbox
+        # (neither sends the other's messages).
+        hub = replace(hub, mqtt=replace(hub.mqtt, client_id=f"hubvoice-{hub.site}-infer"),
+                      outbox=replace(hub.outbox, path=str(Path(workdir) / "outbox.sqlite3")))
+        return Publisher.from_config(hub, bundle.slots_by_intent(), model=bundle.name)
+    if not args.broker:
+        raise ConfigError("--publish needs --broker mqtt[s]://[user@]host:port or -c hub.yaml")
+    site = check_topic_level(args.site or "default", "--site")
+    mqtt = replace(MqttConfig().with_env(os.environ).with_broker(args.broker), client_id=f"hubvoice-{site}-infer")
+    return Publisher(mqtt, site=site, outbox=Path(workdir) / "outbox.sqlite3", model=bundle.name)
+
+
+def infer_command(args: argparse.Namespace) -> int:
+    """``hubvoice infer``: 0 when every file was decided (and published), 1 when any failed."""
+    from assistant.bundle import load_bundle
+    from assistant.config import load_config
+    from assistant.recognizer import Recognizer, recognize_file
+
+    bundle = load_bundle(args.bundle or default_bundle())
+    threads = args.threads
+    if threads is None:
+        threads = load_config(args.config, broker=args.broker).recognizer.threads if args.config else 1
+    recognizer = Recognizer(bundle, threads=threads, threshold=args.threshold, reference=args.fp32)
+    failed = 0
+    with tempfile.TemporaryDirectory(prefix="hubvoice-infer-") as workdir:
+        publisher = _publisher(args, bundle, workdir) if args.publish else None
+        if publisher is not None:
+            publisher.start()
+        try:
+            for path in args.files:
+                try:
+                    result = recognize_file(recognizer, path)
+                except HubvoiceError as err:
+                    failed += 1
+                    print(f"error: {err}", file=sys.stderr)
+                    if args.json:
+                        print(json.dumps({"input": path, "error": str(err)}), flush=True)
+                    continue
+                print(json.dumps(result.to_dict()) if args.json else format_result(result), flush=True)
+                if publisher is not None:
+                    publisher.publish_result(result)
+        finally:
+            if publisher is not None:
+                if not publisher.wait_delivered(args.publish_timeout):
+                    failed += 1
+                    print(f"error: not every result reached the broker {publisher.config.url} within "
+                          f"{args.publish_timeout:g} s ({publisher.last_error or 'no acknowledgement'})",
+                          file=sys.stderr)
+                publisher.stop(timeout=1.0)
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -84,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 _print_summary(summary)
             return 0
+        if args.command == "infer":
+            return infer_command(args)
     except HubvoiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

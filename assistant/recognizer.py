@@ -1,0 +1,218 @@
+"""Running a bundle's model: audio in, :class:`InferenceResult` out (numpy + onnxruntime).
+
+:class:`Recognizer` runs the whole-utterance graph on one clip (:meth:`Recognizer.recognize`)
+or several (:meth:`Recognizer.recognize_batch`) and decodes the probabilities with the
+bundle's head layout and threshold. Input is 16 kHz mono float PCM in [-1, 1]:
+NaN/Inf samples are replaced (and logged once), audio shorter than the manifest's
+``min_samples`` is zero-padded, longer than ``max_samples`` cropped (logged).
+
+:meth:`Recognizer.stream` runs the streaming graph, if the bundle has one, on chunks of any
+length as they arrive; after the last chunk :meth:`RecognizerStream.result` equals what
+:meth:`Recognizer.recognize` decides on the whole utterance (same padding and cropping).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from assistant.bundle import Bundle, StreamingSpec, open_session
+from assistant.decode import Decision, decode
+from assistant.errors import AudioError, BundleError, ConfigError
+from assistant.messages import InferenceResult
+from assistant.wav import read_wav
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass
+class _Warned:
+    nonfinite: bool = False
+    cropped: bool = False
+
+
+def check_audio(audio: object, name: str) -> np.ndarray:
+    """``audio`` as a 1-D float32 array, or AudioError saying what was expected."""
+    x = np.asarray(audio)
+    if x.dtype.kind != "f":
+        hint = " (divide int16 PCM by 32768)" if x.dtype.kind in "iu" else ""
+        raise AudioError(f"{name}: expected float PCM in [-1, 1] at 16000 Hz, got dtype {x.dtype}{hint}")
+    if x.ndim != 1:
+        raise AudioError(f"{name}: expected 1-D mono audio [samples], got shape {x.shape} "
+                         f"(average the channels with assistant.wav.to_mono)")
+    return x.astype(np.float32, copy=False)
+
+
+class Recognizer:
+    """ONNX Runtime session over a bundle's model, and the decision made from its output."""
+
+    def __init__(self, bundle: Bundle, *, threads: int = 1, threshold: float | None = None,
+                 reference: bool = False) -> None:
+        """``reference``: run the bundle's float reference model (``model.fp32.onnx``) instead of ``model.onnx``."""
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+            raise ConfigError(f"recognizer threads: expected a positive integer, got {threads!r}")
+        if threshold is not None and not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"recognizer threshold: expected a number in [0, 1], got {threshold!r}")
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.threads = threads
+        self.threshold = self.manifest.threshold if threshold is None else float(threshold)
+        model = bundle.reference_path if reference else bundle.model_path
+        if model is None:
+            raise BundleError(f"{bundle.path}: this bundle kept no float reference model (write it with keep_fp32=True)")
+        self.session = open_session(model, threads)
+        self._stream_session: ort.InferenceSession | None = None
+        self._warned = _Warned()
+
+    # --- input handling ----------------------------------------------------------------------------
+
+    def prepare(self, audio: object, name: str = "<audio>") -> np.ndarray:
+        """Checked, sanitized, padded/cropped 1-D float32 audio, ready for the model."""
+        x = check_audio(audio, name)
+        x = self.sanitize(x, name)
+        m = self.manifest
+        if len(x) < m.min_samples:
+            _LOGGER.debug("%s: %d samples, padded to %d", name, len(x), m.min_samples)
+            x = np.pad(x, (0, m.min_samples - len(x)))
+        elif len(x) > m.max_samples:
+            self._log_crop(name, len(x))
+            x = x[: m.max_samples]
+        return x
+
+    def sanitize(self, x: np.ndarray, name: str) -> np.ndarray:
+        if np.all(np.isfinite(x)):
+            return x
+        level = logging.DEBUG if self._warned.nonfinite else logging.WARNING
+        _LOGGER.log(level, "%s: audio holds NaN or infinite samples; they are replaced by 0 / ±1 "
+                    "(logged once per recognizer)", name)
+        self._warned.nonfinite = True
+        return np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0)
+
+    def _log_crop(self, name: str, samples: int) -> None:
+        level = logging.DEBUG if self._warned.cropped else logging.WARNING
+        _LOGGER.log(level, "%s: %.1f s of audio, only the first %.1f s are used (the bundle's maximum)",
+                    name, samples / self.manifest.sample_rate, self.manifest.max_samples / self.manifest.sample_rate)
+        self._warned.cropped = True
+
+    # --- inference -------------------------------------------------------------------------------
+
+    def decide(self, probs: Sequence[np.ndarray]) -> Decision:
+        """Decision from one row of head probabilities (intent first)."""
+        return decode(self.manifest.layout, probs[0], list(probs[1:]), threshold=self.threshold)
+
+    def _result(self, decision: Decision, name: str | None, latency_s: float) -> InferenceResult:
+        return InferenceResult(name, decision.understood, decision.intent, dict(decision.slots),
+                               round(min(max(decision.confidence, 0.0), 1.0), 4), round(latency_s * 1000.0, 3))
+
+    def recognize(self, audio: object, input_name: str | None = None) -> InferenceResult:
+        """Decide one utterance; ``latency_ms`` is the model run time."""
+        x = self.prepare(audio, input_name or "<audio>")
+        start = time.perf_counter()
+        probs = self.session.run(None, {self.manifest.input: x[None]})
+        elapsed = time.perf_counter() - start
+        return self._result(self.decide([p[0] for p in probs]), input_name, elapsed)
+
+    def recognize_batch(self, clips: Sequence[object], input_names: Sequence[str | None] | None = None
+                        ) -> list[InferenceResult]:
+        """Decide several utterances; clips of equal length share one model run (padding would change
+        the pooled features, so unequal clips are not padded together). ``latency_ms`` is each run's
+        time divided among its clips."""
+        names = list(input_names) if input_names is not None else [None] * len(clips)
+        if len(names) != len(clips):
+            raise ValueError(f"{len(clips)} clips but {len(names)} input names")
+        prepared = [self.prepare(c, n or f"<clip {i}>") for i, (c, n) in enumerate(zip(clips, names, strict=True))]
+        groups: dict[int, list[int]] = {}
+        for i, x in enumerate(prepared):
+            groups.setdefault(len(x), []).append(i)
+        results: list[InferenceResult | None] = [None] * len(clips)
+        for indices in groups.values():
+            batch = np.stack([prepared[i] for i in indices])
+            start = time.perf_counter()
+            probs = self.session.run(None, {self.manifest.input: batch})
+            share = (time.perf_counter() - start) / len(indices)
+            for row, i in enumerate(indices):
+                results[i] = self._result(self.decide([p[row] for p in probs]), names[i], share)
+        return [r for r in results if r is not None]
+
+    def stream(self) -> RecognizerStream:
+        """A streaming decoder over the bundle's streaming model; BundleError if it has none."""
+        spec = self.manifest.streaming
+        if spec is None or self.bundle.stream_path is None:
+            raise BundleError(f"{self.bundle.path}: this bundle has no streaming model; export it from a causal "
+                              f"student (frontend padding 'causal', normalize 'none')")
+        if self._stream_session is None:
+            self._stream_session = open_session(self.bundle.stream_path, self.threads)
+        return RecognizerStream(self, self._stream_session, spec)
+
+
+class RecognizerStream:
+    """Feeds audio chunks of any length to the streaming graph; :meth:`result` decides on all heard so far."""
+
+    def __init__(self, recognizer: Recognizer, session: ort.InferenceSession, spec: StreamingSpec) -> None:
+        self.recognizer = recognizer
+        self.session = session
+        self.spec = spec
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new utterance."""
+        self.state = {s.input: np.full((1, *s.shape), s.init, np.float32) for s in self.spec.states}
+        self.pending = np.zeros(0, np.float32)
+        self.heard = 0
+        """Samples accepted so far (at most the bundle's max_samples)."""
+        self.probs: list[np.ndarray] | None = None
+        self.latency_s = 0.0
+
+    def _step(self, chunk: np.ndarray, state: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        start = time.perf_counter()
+        out = self.session.run(None, {self.spec.input: chunk[None], **state})
+        self.latency_s += time.perf_counter() - start
+        n = len(self.spec.outputs)
+        return [o[0] for o in out[:n]], {s.input: v for s, v in zip(self.spec.states, out[n:], strict=True)}
+
+    def feed(self, chunk: object, name: str = "<stream>") -> None:
+        """Add audio (1-D float PCM, any length); full multiples of the chunk size run at once."""
+        x = self.recognizer.sanitize(check_audio(chunk, name), name)
+        room = self.recognizer.manifest.max_samples - self.heard
+        if len(x) > room:
+            self.recognizer._log_crop(name, self.heard + len(x))
+            x = x[: max(room, 0)]
+        self.heard += len(x)
+        self.pending = np.concatenate([self.pending, x])
+        usable = len(self.pending) - len(self.pending) % self.spec.chunk_multiple
+        if usable:
+            self.probs, self.state = self._step(self.pending[:usable], self.state)
+            self.pending = self.pending[usable:]
+
+    def result(self, input_name: str | None = None) -> InferenceResult:
+        """The decision on everything fed since :meth:`reset` (short audio is padded as in ``recognize``)."""
+        probs = self.probs
+        missing = self.recognizer.manifest.min_samples - self.heard
+        if missing > 0 or probs is None:
+            tail = np.concatenate([self.pending, np.zeros(max(missing, 0), np.float32)])
+            usable = len(tail) - len(tail) % self.spec.chunk_multiple
+            if usable:
+                probs, _ = self._step(tail[:usable], self.state)  # the stream itself is left as it was
+        if probs is None:
+            raise AudioError(f"{input_name or '<stream>'}: no audio fed yet")
+        return self.recognizer._result(self.recognizer.decide(probs), input_name, self.latency_s)
+
+
+def recognize_file(recognizer: Recognizer, path: str | os.PathLike[str]) -> InferenceResult:
+    """Read any common WAV (converted to 16 kHz mono) and decide it; AudioError names the file.
+
+    NaN/Inf samples in float WAVs become 0 / ±1 (logged) instead of failing the file.
+    """
+    name = os.fspath(path)
+    try:
+        audio = read_wav(name)
+    except AudioError:
+        audio = read_wav(name, allow_nonfinite=True)  # raises again unless NaN/Inf was the only problem
+        _LOGGER.warning("%s: WAV holds NaN or infinite samples; they are replaced by 0 / ±1", name)
+    return recognizer.recognize(audio, name)

@@ -1,0 +1,343 @@
+"""Export a student to ONNX (whole-utterance and streaming graphs), check parity, quantize to int8.
+
+The exported graphs take raw 16 kHz PCM: the log-mel frontend is inside (DESIGN.md), so
+the hub never re-implements it. Outputs are per-head **probabilities** (softmax in the
+graph): ``intent`` and ``slot_<name>`` per slot head, in :class:`HeadLayout` order.
+
+- :func:`export_model`: ``audio [batch, samples]`` -> probabilities (dynamic batch and time).
+- :func:`export_stream_model`: ``chunk [batch, k * chunk_multiple]`` + the state tensors ->
+  probabilities for everything heard so far + the new state (:class:`StreamingStudent`).
+- :func:`quantize_model`: static int8 (QDQ, calibrated on clips) or dynamic int8, with the
+  frontend (DFT conv, power, mel matmul, log) kept in float via ``nodes_to_exclude``.
+
+Exports go through wrapper modules (never monkeypatching) with the dynamo exporter at
+:data:`OPSET`, weights embedded (one file, no ``*.onnx.data``). ``quant_pre_process`` is
+not used: its symbolic shape inference fails on these graphs (DESIGN.md). ORT's offline
+graph optimization is not applied either: ORT runs the same optimizations when a session
+loads, and a saved optimized graph can hold device-specific ops, so it gains nothing
+portable here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# Importing onnxruntime.quantization appends onnxruntime/transformers to sys.path, and that folder
+# holds a `models` namespace package that would shadow hubvoice's `models` (the zoo) in an editable
+# install. Importing ours first keeps it in sys.modules.
+import models  # noqa: F401  # isort: skip
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_dynamic,
+    quantize_static,
+)
+from torch import nn
+
+from assistant.decode import HeadLayout
+from assistant.errors import BundleError, ConfigError
+from distill.nets.student import StreamingStudent, Student, StudentConfig
+from distill.train import load_checkpoint
+
+_LOGGER = logging.getLogger(__name__)
+
+OPSET = 18
+"""ONNX opset of every exported graph."""
+AUDIO_INPUT = "audio"
+"""Input of the whole-utterance graph: float32 PCM ``[batch, samples]`` at 16 kHz."""
+CHUNK_INPUT = "chunk"
+"""Audio input of the streaming graph: ``[batch, k * chunk_multiple]``."""
+MIN_SAMPLES = 1600
+"""Shortest input the graphs are exported for (0.1 s); the hub pads shorter audio to this."""
+MAX_EXPORT_SAMPLES = 16000 * 3600
+"""Upper bound of the dynamic time axis (the manifest sets the practical maximum)."""
+QUANTIZE_MODES = ("static", "dynamic", "none")
+QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
+"""Op types int8 quantization touches (outside the frontend); BatchNormalization, Relu, Add stay float."""
+_STATE_NAMES = ("audio", "score_max", "weight_sum", "weighted_sum", "max_pool")
+
+
+def output_names(layout: HeadLayout) -> list[str]:
+    """``intent``, then ``slot_<name>`` for each slot head, in head order."""
+    return ["intent", *(f"slot_{name}" for name in layout.slot_names)]
+
+
+def head_sizes(layout: HeadLayout) -> list[int]:
+    return [len(layout.intents), *(len(values) for _, values in layout.slots)]
+
+
+class ProbabilityModel(nn.Module):
+    """The whole-utterance graph: raw PCM -> softmax probabilities per head."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.student = student
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.softmax(logits, dim=-1) for logits in self.student(audio))
+
+
+class StreamingProbabilityModel(nn.Module):
+    """The streaming graph: (chunk, *state) -> (*probabilities, *new state)."""
+
+    def __init__(self, student: Student) -> None:
+        super().__init__()
+        self.stream = StreamingStudent(student)
+
+    def forward(self, chunk: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, new_state = self.stream.step(chunk, list(state))
+        return (*(torch.softmax(x, dim=-1) for x in logits), *new_state)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What the hub needs to run the streaming graph (written into the manifest)."""
+
+    chunk_multiple: int
+    """Chunks must hold a multiple of this many samples (frontend hop x stem stride)."""
+    outputs: tuple[str, ...]
+    """Probability outputs, as in the whole-utterance graph."""
+    states: tuple[dict[str, Any], ...]
+    """Per state tensor: ``input``, ``output`` (its next value), ``shape`` (without batch), ``init``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": CHUNK_INPUT, "chunk_multiple": self.chunk_multiple, "outputs": list(self.outputs),
+                "states": [dict(s) for s in self.states]}
+
+
+def state_names(student: Student) -> list[str]:
+    """Names of the streaming state inputs (the outputs add ``_out``)."""
+    blocks = [f"state_block{i}" for i in range(len(student.blocks))]
+    return [f"state_{_STATE_NAMES[0]}", *blocks, *(f"state_{n}" for n in _STATE_NAMES[1:])]
+
+
+def can_stream(student: Student) -> bool:
+    cfg = student.cfg.frontend
+    return cfg.padding == "causal" and cfg.normalize == "none"
+
+
+def load_student(path: str | os.PathLike[str]) -> tuple[Student, HeadLayout]:
+    """A student and its head layout from a training checkpoint (``torch.load(weights_only=True)``)."""
+    ckpt = load_checkpoint(Path(path))
+    config = ckpt.get("model_config") or {}
+    if config.get("kind") != "student":
+        raise BundleError(f"{path}: expected a student checkpoint (model_config.kind 'student'), "
+                          f"got {config.get('kind')!r}")
+    student = Student(config["head_sizes"], StudentConfig.from_dict(config["student"]))
+    state = {k.removeprefix("student."): v for k, v in ckpt["model"].items()}
+    student.load_state_dict(state)
+    return student.eval(), HeadLayout.from_dict(config["layout"])
+
+
+def _frozen(student: Student) -> Student:
+    model = copy.deepcopy(student).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+class _QuietQuantization(logging.Filter):
+    """Drops onnxruntime.quantization's advice (it logs on the root logger) to run quant_pre_process,
+    which fails on these graphs (DESIGN.md); errors still pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname
+
+
+def _export(module: nn.Module, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str],
+            dynamic_shapes: tuple[Any, ...]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name in ("onnxscript", "onnx_ir"):  # their INFO lines describe every rewrite pass
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=OPSET, input_names=inputs,
+                          output_names=outputs, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
+    stray = path.with_name(path.name + ".data")
+    if stray.exists():
+        stray.unlink()
+        raise BundleError(f"{path}: the exporter wrote external weights ({stray.name}); a bundle model must be one file")
+    return path
+
+
+def export_model(student: Student, path: str | os.PathLike[str], layout: HeadLayout) -> Path:
+    """Write the whole-utterance graph (``audio`` -> probabilities) to ``path``."""
+    model = _frozen(student)
+    if list(model.head_sizes) != head_sizes(layout):
+        raise BundleError(f"student heads {list(model.head_sizes)} do not match the layout {head_sizes(layout)}")
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    samples = torch.export.Dim("samples", min=MIN_SAMPLES, max=MAX_EXPORT_SAMPLES)
+    example = torch.randn(2, 16000) * 0.1  # batch 2: size-1 axes would be specialized
+    return _export(ProbabilityModel(model), (example,), Path(path), [AUDIO_INPUT], output_names(layout),
+                   ({0: batch, 1: samples},))
+
+
+def export_stream_model(student: Student, path: str | os.PathLike[str], layout: HeadLayout) -> StreamSpec:
+    """Write the streaming graph to ``path``; returns what the manifest records about it."""
+    model = _frozen(student)
+    wrapper = StreamingProbabilityModel(model)
+    multiple = wrapper.stream.chunk_multiple
+    state = wrapper.stream.initial_state(2)
+    names = state_names(model)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    steps = torch.export.Dim("steps", min=1, max=MAX_EXPORT_SAMPLES // multiple)
+    chunk = torch.randn(2, 2 * multiple) * 0.1
+    outputs = output_names(layout)
+    _export(wrapper, (chunk, *state), Path(path), [CHUNK_INPUT, *names], [*outputs, *(f"{n}_out" for n in names)],
+            ({0: batch, 1: multiple * steps}, tuple({0: batch} for _ in state)))
+    specs = []
+    for name, tensor in zip(names, state, strict=True):
+        init = float(tensor.flatten()[0])
+        if not torch.all(tensor == init):
+            raise BundleError(f"streaming state {name}: initial value is not constant")
+        specs.append({"input": name, "output": f"{name}_out", "shape": list(tensor.shape[1:]), "init": init})
+    return StreamSpec(multiple, tuple(outputs), tuple(specs))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+@torch.no_grad()
+def torch_probabilities(student: Student, audio: np.ndarray) -> list[np.ndarray]:
+    """Probabilities per head for a ``[batch, samples]`` array, from the torch model in eval mode."""
+    model = _frozen(student)
+    return [p.numpy() for p in ProbabilityModel(model)(torch.from_numpy(np.asarray(audio, np.float32)))]
+
+
+def check_parity(student: Student, path: str | os.PathLike[str], clips: Sequence[np.ndarray], *,
+                 atol: float = 1e-4) -> float:
+    """Largest |torch - ORT| probability difference over ``clips`` (run one by one); raises above ``atol``."""
+    session = _session(Path(path))
+    worst = 0.0
+    for clip in clips:
+        x = np.asarray(clip, np.float32)[None]
+        expected = torch_probabilities(student, x)
+        got = session.run(None, {AUDIO_INPUT: x})
+        worst = max(worst, *(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True)))
+    if worst > atol:
+        raise BundleError(f"{path}: ONNX Runtime differs from torch by {worst:.2e} (> {atol:.0e})")
+    _LOGGER.info("Parity %s: max |torch - ORT| = %.2e over %d clips", Path(path).name, worst, len(clips))
+    return worst
+
+
+def run_stream(session: ort.InferenceSession, spec: StreamSpec, audio: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """Probabilities after feeding ``audio`` (1-D) to a streaming session ``chunk`` samples at a time."""
+    if chunk % spec.chunk_multiple:
+        raise ValueError(f"chunk {chunk}: expected a multiple of {spec.chunk_multiple}")
+    state = {s["input"]: np.full((1, *s["shape"]), s["init"], np.float32) for s in spec.states}
+    usable = len(audio) - len(audio) % spec.chunk_multiple
+    out: list[np.ndarray] = []
+    for start in range(0, usable, chunk):
+        piece = np.asarray(audio[start : min(start + chunk, usable)], np.float32)[None]
+        out = session.run(None, {CHUNK_INPUT: piece, **state})
+        state = {s["input"]: value for s, value in zip(spec.states, out[len(spec.outputs):], strict=True)}
+    return out[: len(spec.outputs)]
+
+
+def check_stream_parity(student: Student, path: str | os.PathLike[str], spec: StreamSpec,
+                        clips: Sequence[np.ndarray], *, atol: float = 1e-4) -> float:
+    """Largest difference between torch whole-utterance probabilities and the ONNX stream's final ones."""
+    session = _session(Path(path))
+    worst = 0.0
+    for i, clip in enumerate(clips):
+        usable = len(clip) - len(clip) % spec.chunk_multiple
+        expected = torch_probabilities(student, np.asarray(clip[:usable], np.float32)[None])
+        chunk = spec.chunk_multiple * (1 + i % 7)  # vary the chunking
+        got = run_stream(session, spec, clip, chunk)
+        worst = max(worst, *(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True)))
+    if worst > atol:
+        raise BundleError(f"{path}: streaming ONNX differs from whole-utterance torch by {worst:.2e} (> {atol:.0e})")
+    return worst
+
+
+def frontend_nodes(model: onnx.ModelProto) -> list[str]:
+    """Names of the frontend's nodes in an ONNX graph: the ``Log`` of the log-mel and all its ancestors.
+
+    That is the DFT convolution, the power spectrum, the mel matmul and the log: they stay in
+    float (a power spectrum spans ~10 orders of magnitude, far beyond 8 bits).
+    """
+    producers = {out: node for node in model.graph.node for out in node.output}
+    logs = [node for node in model.graph.node if node.op_type == "Log"]
+    if len(logs) != 1:
+        raise BundleError(f"expected one Log node (the log-mel frontend) in the graph, found {len(logs)}")
+    todo, names = [logs[0]], set()
+    while todo:
+        node = todo.pop()
+        if node.name in names:
+            continue
+        names.add(node.name)
+        todo.extend(producers[i] for i in node.input if i in producers)
+    return sorted(names)
+
+
+class ClipReader(CalibrationDataReader):
+    """Calibration data for ``quantize_static``: one ``{input: clip[None]}`` per clip."""
+
+    def __init__(self, clips: Sequence[np.ndarray], input_name: str = AUDIO_INPUT) -> None:
+        self.input_name = input_name
+        self.clips = [self._prepare(c) for c in clips]
+        self._iter: Iterator[np.ndarray] = iter(self.clips)
+
+    @staticmethod
+    def _prepare(clip: np.ndarray) -> np.ndarray:
+        x = np.nan_to_num(np.asarray(clip, np.float32).reshape(-1))
+        return np.pad(x, (0, max(0, MIN_SAMPLES - len(x))))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        clip = next(self._iter, None)
+        return None if clip is None else {self.input_name: clip[None]}
+
+    def rewind(self) -> None:
+        self._iter = iter(self.clips)
+
+
+def quantize_model(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, mode: str = "static",
+                   calibration_clips: Sequence[np.ndarray] = ()) -> Path:
+    """Quantize the whole-utterance graph to int8; the frontend stays float.
+
+    ``static``: QDQ, weights int8 per channel, activations uint8 with ranges calibrated on
+    ``calibration_clips`` (corpus clips in real use). ``dynamic``: int8 weights, activation
+    ranges computed at run time (no calibration; the fallback). ``none``: a plain copy.
+    """
+    if mode not in QUANTIZE_MODES:
+        raise ConfigError(f"quantize: expected one of {', '.join(QUANTIZE_MODES)}, got {mode!r}")
+    src, dst = Path(fp32_path), Path(out_path)
+    if mode == "none":
+        dst.write_bytes(src.read_bytes())
+        return dst
+    if mode == "static" and not calibration_clips:
+        raise ConfigError("quantize 'static' needs calibration clips (or use quantize='dynamic')")
+    exclude = frontend_nodes(onnx.load(str(src)))
+    quiet = _QuietQuantization()
+    logging.getLogger().addFilter(quiet)
+    try:
+        if mode == "dynamic":
+            quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                             op_types_to_quantize=list(QUANTIZED_OPS))
+            _LOGGER.info("Quantized %s (dynamic, %d frontend nodes kept in float)", dst.name, len(exclude))
+            return dst
+        reader = ClipReader(calibration_clips)
+        quantize_static(src, dst, reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                        op_types_to_quantize=list(QUANTIZED_OPS))
+    finally:
+        logging.getLogger().removeFilter(quiet)
+    _LOGGER.info("Quantized %s (%s, %d calibration clips, %d frontend nodes kept in float)",
+                 dst.name, mode, len(reader.clips), len(exclude))
+    return dst
