@@ -61,6 +61,8 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--f-max", type=float, default=4000.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--window", type=float, default=3.0, help="teacher encoder window in seconds")
+    ap.add_argument("--max-seconds", type=float, default=4.0, help="crop student training clips to this")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
@@ -78,7 +80,7 @@ def main() -> None:
     print(f"train {len(train)}, val {len(val)}, test {len(test)} clips; conditions: {', '.join(conditions)}")
 
     t0 = time.time()
-    tcfg = TeacherConfig(copies=args.teacher_copies,
+    tcfg = TeacherConfig(copies=args.teacher_copies, window_s=args.window,
                          train=TrainConfig(steps=args.teacher_steps, batch_size=64, lr=2e-3, warmup=100, eval_every=250))
     cache = Path("work/cache/whisper")
     teacher, tmetrics = train_teacher(train, val, layout, tcfg, args.out / "teacher", cache_dir=cache,
@@ -100,10 +102,11 @@ def main() -> None:
                 train=TrainConfig(steps=args.student_steps, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
                                   seed=seed, alpha=alpha, beta=beta, gamma=gamma, temperature=2.0),
                 copies=args.student_copies,
+                max_seconds=args.max_seconds,
             )
             t0 = time.time()
             model, _ = train_student(train, val, layout, recipe, args.out / f"student-{variant}-s{seed}",
-                                     teacher=teacher, cache_dir=cache, progress=False)
+                                     teacher=teacher, teacher_window_s=args.window, cache_dir=cache, progress=False)
             row: dict[str, Any] = {"variant": variant, "seed": seed, "params": count_parameters(model),
                                    "macs_per_s": macs_per_second(model), "train_seconds": round(time.time() - t0)}
             for name, clips in conditions.items():
