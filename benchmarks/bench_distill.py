@@ -26,8 +26,7 @@ import torch
 
 from assistant.context import load_context
 from assistant.decode import HeadLayout
-from distill.augment import AugmentConfig, Augmenter
-from distill.data import ClipSet, load_corpus, load_fsdd
+from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, evaluate_student, train_student
 from distill.evaluate import format_table
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
@@ -36,14 +35,6 @@ from distill.teach import TeacherConfig, train_teacher
 from distill.train import TrainConfig
 
 VARIANTS = {"hard": (1.0, 0.0, 0.0), "kd": (0.5, 1.0, 0.0), "kd+feat": (0.5, 1.0, 1.0)}
-
-
-def noisy(clips: ClipSet, snr_db: float, seed: int = 123) -> ClipSet:
-    """The same clips with noise at a fixed SNR (deterministic; babble from the same held-out set)."""
-    aug = Augmenter(AugmentConfig.noise_only(snr_db=snr_db), babble_pool=clips.audio)
-    audio = [aug(a, np.random.default_rng([seed, i]), exclude=(i,))[0] for i, a in enumerate(clips.audio)]
-    return ClipSet(f"{clips.name}@{snr_db:g}dB", audio, clips.references, clips.targets,
-                   [f"{k}|snr{snr_db:g}|{seed}" for k in clips.keys])
 
 
 def main() -> None:
@@ -74,7 +65,7 @@ def main() -> None:
     train = load_corpus(args.corpus, layout, splits=("train",))
     val = load_corpus(args.corpus, layout, splits=("val",))
     test = load_corpus(args.corpus, layout, splits=("test",))
-    conditions: dict[str, ClipSet] = {"test clean": test, "test 15 dB": noisy(test, 15), "test 6 dB": noisy(test, 6)}
+    conditions: dict[str, ClipSet] = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
     if args.real:
         conditions["real (FSDD)"] = load_fsdd(args.real, layout)
     print(f"train {len(train)}, val {len(val)}, test {len(test)} clips; conditions: {', '.join(conditions)}")

@@ -79,7 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("corpus", type=Path, help="corpus folder (or manifest file)")
     stats.add_argument("--per-voice", action="store_true", help="also print one row per voice")
     stats.set_defaults(func=_corpus_stats)
+
+    build = sub.add_parser("build", parents=[common], help="the whole pipeline: context -> verified bundle",
+                           description="Synthesize, train the teacher, distill the student, calibrate, evaluate and "
+                                       "export a bundle; resumable (work under --work).")
+    build.add_argument("context", help="context YAML file")
+    build.add_argument("-o", "--out", required=True, type=Path, help="bundle folder to write (models/<name>)")
+    build.add_argument("--preset", default="default", choices=["tiny", "default", "large"],
+                       help="size/time preset (default: default)")
+    build.add_argument("--utterances", type=int, default=None, help="override the preset's corpus size")
+    build.add_argument("--seed", type=int, default=0, help="seed of the corpus plan and training (default: 0)")
+    build.add_argument("--work", type=Path, default=Path("work"), help="work folder (default: work)")
+    build.add_argument("--real", type=Path, default=None, help="FSDD-style folder to evaluate on (never trained on)")
+    build.add_argument("--whisper", default=None, help="CTranslate2 Whisper model directory for the teacher")
+    build.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    build.add_argument("--no-progress", action="store_true", help="no progress bars")
+    build.set_defaults(func=_build)
     return parser
+
+
+def _build(args: argparse.Namespace) -> int:
+    from distill.build import build
+
+    bundle = build(args.context, args.out, preset=args.preset, work=args.work, seed=args.seed, real=args.real,
+                   whisper_dir=args.whisper, utterances=args.utterances, overwrite=args.overwrite,
+                   progress=not args.no_progress)
+    print(f"{bundle}: bundle written")
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:

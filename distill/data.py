@@ -103,3 +103,17 @@ def pad_batch(clips: Sequence[np.ndarray], *, min_samples: int = 1600) -> np.nda
     for i, c in enumerate(clips):
         out[i, : len(c)] = c
     return out
+
+
+def with_noise(clips: ClipSet, snr_db: float, seed: int = 123) -> ClipSet:
+    """The same clips with noise at a fixed SNR (deterministic; babble drawn from the same set).
+
+    A test condition: colored, household or babble noise at exactly ``snr_db`` and nothing
+    else (:meth:`AugmentConfig.noise_only`); silent clips get noise at an absolute level.
+    """
+    from distill.augment import AugmentConfig, Augmenter
+
+    aug = Augmenter(AugmentConfig.noise_only(snr_db=snr_db), babble_pool=clips.audio)
+    audio = [aug(a, np.random.default_rng([seed, i]), exclude=(i,))[0] for i, a in enumerate(clips.audio)]
+    return ClipSet(f"{clips.name}@{snr_db:g}dB", audio, clips.references, clips.targets,
+                   [f"{k}|snr{snr_db:g}|{seed}" for k in clips.keys])

@@ -1,0 +1,214 @@
+"""`hubvoice-distill build`: the whole pipeline, context → verified bundle, resumable.
+
+Stages (each timed; each leaves its result under ``work/<name>/`` so a re-run skips or
+resumes it): **synth** (content-addressed audio: a re-run reuses every clip) →
+**teacher** (frozen Whisper encoder, frames cached per clip; heads resume from their
+checkpoint) → **student** (distilled; resumes from ``last.pt``) → **calibrate** (the
+rejection threshold on validation data for a target false-accept rate) → **evaluate**
+(held-out voices clean, 15 dB and 6 dB; teacher and student side by side) → **export**
+(int8 ONNX bundle with samples from held-out voices, self-tested, and its model card).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assistant.context import load_context
+from assistant.decode import HeadLayout
+from assistant.errors import BundleError, ConfigError
+from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
+from distill.distillation import StudentRecipe, student_probs, train_student
+from distill.evaluate import Metrics, calibrate_threshold, format_table
+from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
+from distill.nets.student import StudentConfig
+from distill.synth import SynthConfig, synthesize_corpus
+from distill.teach import TeacherConfig, probs_metrics, train_teacher
+from distill.train import TrainConfig
+
+_LOGGER = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    utterances: int
+    """Corpus size (negatives included)."""
+    teacher: TeacherConfig
+    student: StudentRecipe
+    target_far: float = 0.02
+    """False-accept rate on validation negatives the rejection threshold is chosen for."""
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(
+        utterances=1500,
+        teacher=TeacherConfig(window_s=4.0, copies=0, train=TrainConfig(steps=300, batch_size=64, lr=2e-3,
+                                                                          warmup=30, eval_every=150)),
+        student=StudentRecipe(student=StudentConfig(channels=32, dilations=(1, 2, 4, 8, 1, 2)),
+                              train=TrainConfig(steps=400, batch_size=32, lr=3e-3, warmup=40, eval_every=200,
+                                                alpha=0.5, beta=1.0, gamma=1.0),
+                              copies=0, max_seconds=5.0),
+    ),
+    "default": Preset(
+        utterances=20000,
+        teacher=TeacherConfig(window_s=4.0, copies=1, train=TrainConfig(steps=2000, batch_size=64, lr=2e-3,
+                                                                          warmup=100, eval_every=250)),
+        student=StudentRecipe(train=TrainConfig(steps=3000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
+                                                alpha=0.5, beta=1.0, gamma=1.0),
+                              copies=1, max_seconds=5.0),
+    ),
+    "large": Preset(
+        utterances=60000,
+        teacher=TeacherConfig(window_s=5.0, copies=2, train=TrainConfig(steps=4000, batch_size=128, lr=2e-3,
+                                                                          warmup=200, eval_every=500)),
+        student=StudentRecipe(student=StudentConfig(channels=96),
+                              train=TrainConfig(steps=8000, batch_size=128, lr=3e-3, warmup=300, eval_every=1000,
+                                                alpha=0.5, beta=1.0, gamma=1.0),
+                              copies=2, max_seconds=5.0),
+    ),
+}
+
+
+@dataclass
+class BuildReport:
+    stages_s: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        _LOGGER.info("== %s ==", name)
+        t0 = time.time()
+        try:
+            yield
+        finally:
+            self.stages_s[name] = round(time.time() - t0, 1)
+            _LOGGER.info("%s took %.1f s", name, self.stages_s[name])
+
+
+def _summary(m: Metrics) -> dict[str, Any]:
+    return {"command_acceptance": m.command_acceptance, "intent_accuracy": m.intent_accuracy,
+            "false_accept_rate": m.false_accept_rate, "false_reject_rate": m.false_reject_rate, "n": m.n}
+
+
+def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], threshold: float,
+                  per_intent: int = 1, negatives: int = 1) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Clips from held-out voices the student gets right: one per intent (shortest first) and a negative."""
+    from distill.evaluate import decide_all, is_correct
+
+    decisions = decide_all(layout, probs[0], probs[1:], threshold=threshold)
+    chosen: list[tuple[np.ndarray, dict[str, Any]]] = []
+    seen: dict[str | None, int] = {}
+    for i in np.argsort([len(a) for a in test.audio]):
+        ref, d = test.references[i], decisions[i]
+        limit = negatives if ref.intent is None else per_intent
+        if not is_correct(ref, d) or seen.get(ref.intent, 0) >= limit or (ref.intent is None and ref.kind != "out_of_domain"):
+            continue
+        seen[ref.intent] = seen.get(ref.intent, 0) + 1
+        chosen.append((test.audio[i], {"understood": d.understood, "intent": d.intent, "slots": d.slots}))
+    return chosen
+
+
+def build(context_path: str | Path, out_dir: str | Path, *, preset: str = "default", work: str | Path = "work",
+          seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
+          utterances: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
+    """Run the whole pipeline; returns the bundle folder. See the module docstring."""
+    from distill.bundle import write_bundle
+
+    if preset not in PRESETS:
+        raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
+    p = PRESETS[preset]
+    ctx = load_context(context_path)  # a malformed context fails here, before any work
+    layout = HeadLayout.from_context(ctx)
+    out = Path(out_dir)
+    root = Path(work) / f"build-{out.name}-{preset}-s{seed}"
+    root.mkdir(parents=True, exist_ok=True)
+    report = BuildReport()
+    started = time.time()
+
+    with report.stage("synth"):
+        synthesize_corpus(ctx, root / "corpus", SynthConfig(utterances=utterances or p.utterances, seed=seed),
+                          progress=progress)
+        train = load_corpus(root / "corpus", layout, splits=("train",))
+        val = load_corpus(root / "corpus", layout, splits=("val",))
+        test = load_corpus(root / "corpus", layout, splits=("test",))
+    conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
+    if real is not None:
+        conditions["real"] = load_fsdd(real, layout)
+
+    cache = Path(work) / "cache" / "whisper"
+    with report.stage("teacher"):
+        tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
+        teacher, tmetrics = train_teacher(train, val, layout, tcfg, root / "teacher", cache_dir=cache,
+                                          also=conditions, progress=progress)
+    with report.stage("student"):
+        recipe = replace(p.student, train=replace(p.student.train, seed=seed))
+        student, _ = train_student(train, val, layout, recipe, root / "student", teacher=teacher,
+                                   teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress)
+    with report.stage("calibrate"):
+        val_probs = student_probs(student, val)
+        cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far)
+        threshold = min(1.0, cal.threshold)
+    with report.stage("evaluate"):
+        rows = []
+        test_probs = {}
+        for name, clips in {"val": val, **conditions}.items():
+            probs = student_probs(student, clips)
+            test_probs[name] = probs
+            s = probs_metrics(layout, probs, clips, threshold)
+            report.metrics[name] = {"student": _summary(s), "teacher": _summary(tmetrics[name])}
+            rows.append({"condition": name, "clips": s.n, "teacher": tmetrics[name].command_acceptance,
+                         "student": s.command_acceptance, "student FAR": s.false_accept_rate})
+    with report.stage("export"):
+        samples = _pick_samples(layout, test, test_probs["test clean"], threshold)
+        enc_params, enc_macs = whisper_encoder_cost(teacher.head.cfg.d_in, tcfg.window_s)
+        cost = {"teacher_params": enc_params + count_parameters(teacher.head), "teacher_macs_per_s": enc_macs,
+                "student_params": count_parameters(student), "student_macs_per_s": macs_per_second(student)}
+        tables = {
+            "Command acceptance (held-out voices)": format_table(
+                rows, ["condition", "clips", "teacher", "student", "student FAR"],
+                percent=["teacher", "student", "student FAR"]),
+            "Size": format_table([{"model": "teacher (Whisper base encoder + heads)",
+                                   "params": cost["teacher_params"], "MMACs/s": enc_macs / 1e6},
+                                  {"model": "student", "params": cost["student_params"],
+                                   "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
+            "Build": format_table([{"stage": k, "seconds": v} for k, v in report.stages_s.items()],
+                                  ["stage", "seconds"]),
+        }
+        calib = [train.audio[i] for i in np.random.default_rng(seed).choice(len(train), min(64, len(train)), False)]
+        bundle_args: dict[str, Any] = dict(
+            student=student, layout=layout, context_path=context_path, threshold=threshold, samples=samples,
+            calibration_clips=calib, teacher_info={"name": teacher.name, "window_s": tcfg.window_s},
+            recipe={"preset": preset, "seed": seed, "utterances": utterances or p.utterances,
+                    "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
+                    "target_far": p.target_far},
+            metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
+                        for name, m in report.metrics.items()},
+                     "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],
+                     "teacher_test_clean_acceptance": round(
+                         report.metrics["test clean"]["teacher"]["command_acceptance"], 4),
+                     "threshold": round(threshold, 4), **cost},
+            card_tables=tables, overwrite=overwrite,
+        )
+        try:
+            bundle = write_bundle(out, **bundle_args)
+        except BundleError as exc:  # the int8 model decides a sample differently from the fp32 student
+            _LOGGER.warning("%s; recording the bundled model's own decisions for the samples instead", exc)
+            bundle_args["samples"] = [(audio, None) for audio, _ in samples]
+            bundle = write_bundle(out, **bundle_args)
+    report.stages_s["total"] = round(time.time() - started, 1)
+    (root / "build.json").write_text(json.dumps({"stages_s": report.stages_s, "metrics": report.metrics,
+                                                 "machine": f"{platform.machine()} {torch.get_num_threads()} threads"},
+                                                indent=2))
+    print(tables["Command acceptance (held-out voices)"])
+    print(format_table([{"stage": k, "seconds": v} for k, v in report.stages_s.items()], ["stage", "seconds"]))
+    return bundle
