@@ -36,6 +36,7 @@ import models  # noqa: F401  # isort: skip
 import numpy as np
 import onnx
 import onnxruntime as ort
+import onnxscript.optimizer
 import torch
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -66,6 +67,9 @@ MAX_EXPORT_SAMPLES = 16000 * 3600
 QUANTIZE_MODES = ("static", "dynamic", "none")
 QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
 """Op types int8 quantization touches (outside the frontend); BatchNormalization, Relu, Add stay float."""
+FOLD_LIMIT = 1024
+"""Export-time constant folding may create a constant of more elements than this only by removing
+inputs at least as large: the frontend's DFT kernels and mel matrix stay generated in the graph."""
 _STATE_NAMES = ("audio", "score_max", "weight_sum", "weighted_sum", "max_pool")
 
 
@@ -158,13 +162,27 @@ class _QuietQuantization(logging.Filter):
 
 def _export(module: nn.Module, args: tuple[Any, ...], path: Path, inputs: list[str], outputs: list[str],
             dynamic_shapes: tuple[Any, ...]) -> Path:
+    """Export with the dynamo exporter, then run onnxscript's optimizer with :data:`FOLD_LIMIT` and save one file.
+
+    The exporter's own optimizer pass (``optimize=True``) would fold the frontend's in-graph DFT
+    kernels back into a ~0.5 MB constant; with the limit, folding never creates a constant larger
+    than what it replaces, and ONNX Runtime folds that subgraph when a session loads instead.
+    Node metadata (exporter stack traces and FX nodes, ~40% of a small model) is dropped.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     for name in ("onnxscript", "onnx_ir"):  # their INFO lines describe every rewrite pass
         logging.getLogger(name).setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
-        torch.onnx.export(module.eval(), args, str(path), dynamo=True, opset_version=OPSET, input_names=inputs,
-                          output_names=outputs, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
+        program = torch.onnx.export(module.eval(), args, None, dynamo=True, opset_version=OPSET,
+                                     input_names=inputs, output_names=outputs, dynamic_shapes=dynamic_shapes,
+                                     optimize=False, verbose=False)
+    if program is None:
+        raise BundleError(f"{path}: torch.onnx.export returned no program")
+    onnxscript.optimizer.optimize(program.model, output_size_limit=FOLD_LIMIT)
+    for node in program.model.graph.all_nodes():
+        node.metadata_props.clear()
+    program.save(str(path), external_data=False)
     stray = path.with_name(path.name + ".data")
     if stray.exists():
         stray.unlink()
