@@ -28,6 +28,7 @@ from assistant.errors import BundleError  # noqa: E402
 from distill.bundle import write_bundle  # noqa: E402
 from distill.export import head_sizes  # noqa: E402
 from distill.nets.student import Student, StudentConfig  # noqa: E402
+from tests.no_torch import BLOCK_TORCH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -307,16 +308,8 @@ def test_a_garbage_model_with_a_matching_sha256_is_refused_by_onnx_runtime(copy_
         load_bundle(folder)
 
 
-_NO_TORCH = """
-import importlib.abc, json, sys
-
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchaudio"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by test)")
-        return None
-
-sys.meta_path.insert(0, _NoTorch())
+_NO_TORCH = BLOCK_TORCH + """
+import json, sys
 from assistant.bundle import load_bundle
 from assistant.recognizer import Recognizer, recognize_file
 bundle = load_bundle(sys.argv[1])

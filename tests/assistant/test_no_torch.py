@@ -8,21 +8,14 @@ import sys
 from pathlib import Path
 
 import assistant
+from tests.no_torch import BLOCK_TORCH
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # Makes `import torch` (and torchaudio) fail as if they were not installed, then imports
 # every module of the assistant package.
-_PROBE = """
-import importlib, importlib.abc, pkgutil, sys
-
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchaudio"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by test)")
-        return None
-
-sys.meta_path.insert(0, _NoTorch())
+_PROBE = BLOCK_TORCH + """
+import importlib, pkgutil, sys
 import assistant
 names = [m.name for m in pkgutil.walk_packages(assistant.__path__, "assistant.")]
 for name in names:

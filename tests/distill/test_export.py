@@ -47,6 +47,7 @@ from distill.export import (  # noqa: E402
 )
 from distill.nets.frontend import FrontendConfig  # noqa: E402
 from distill.nets.student import Student, StudentConfig  # noqa: E402
+from tests.no_torch import BLOCK_TORCH  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTEXT = """\
@@ -248,16 +249,8 @@ def test_load_student_from_a_distillation_checkpoint(built: Built, tmp_path: Pat
         load_student(tmp_path / "teacher.pt")
 
 
-_HUB = """
-import importlib.abc, json, sys
-
-class _NoTorch(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "torchaudio"):
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked by test)")
-        return None
-
-sys.meta_path.insert(0, _NoTorch())
+_HUB = BLOCK_TORCH + """
+import json, sys
 from assistant.bundle import load_bundle
 from assistant.errors import BundleError
 from assistant.recognizer import Recognizer
