@@ -34,12 +34,21 @@ class StudentConfig:
     """Dropout before the heads (training only)."""
     stem_stride: int = 2
     """The stem merges this many 10-ms frames into one step (cost falls by this factor)."""
+    stem: str = "conv1d"
+    """'conv1d': mel bands are the channels of one strided conv; 'conv2d': two causal 2-D convs over
+    (mel, time) first, whose weights are shared along the mel axis (speaker-robust, DS-CNN style)."""
+    stem_width: int = 16
+    """Channels of the 2-D stem."""
     frontend: FrontendConfig = field(default_factory=lambda: FrontendConfig(normalize="none", padding="causal"))
     """Feature frontend inside the model; 'causal' padding and no utterance normalization stream exactly."""
 
     def __post_init__(self) -> None:
         if self.channels < 4 or self.kernel_size < 1 or not self.dilations:
             raise ConfigError("student: channels >= 4, kernel_size >= 1 and at least one dilation are required")
+        if self.stem not in ("conv1d", "conv2d"):
+            raise ConfigError(f"student.stem: expected 'conv1d' or 'conv2d', got {self.stem!r}")
+        if self.stem == "conv2d" and self.stem_stride not in (1, 2):
+            raise ConfigError(f"student.stem_stride: the conv2d stem takes 1 or 2, got {self.stem_stride}")
         if self.stem_stride < 1:
             raise ConfigError(f"student.stem_stride: expected a positive integer, got {self.stem_stride}")
         if any(d < 1 for d in self.dilations):
@@ -78,6 +87,37 @@ class CausalBlock(nn.Module):
         return F.relu(self.bn2(self.pointwise(y)) + x)
 
 
+class Stem2d(nn.Module):
+    """Two causal 2-D convs over (mel, time), halving the mel axis twice, then a 1×1 projection.
+
+    ``forward(mel, past)`` returns the features and the new streaming state (the last input
+    frames each conv needs); with ``past=None`` the convs see zeros before the start.
+    """
+
+    def __init__(self, n_mels: int, channels: int, width: int, stride: int) -> None:
+        super().__init__()
+        self.ctx = (3 - stride, 2)
+        self.conv1 = nn.Conv2d(1, width, (3, 3), stride=(2, stride), padding=(1, 0), bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, (3, 3), stride=(2, 1), padding=(1, 0), bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        f1 = (n_mels - 1) // 2 + 1
+        self.f1 = f1
+        f2 = (f1 - 1) // 2 + 1
+        self.proj = nn.Conv1d(width * f2, channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm1d(channels)
+
+    def forward(self, mel: torch.Tensor,
+                past: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = mel.unsqueeze(1)
+        p1 = F.pad(x, (self.ctx[0], 0)) if past is None else torch.cat([past[0], x], dim=3)
+        y = F.relu(self.bn1(self.conv1(p1)))
+        p2 = F.pad(y, (self.ctx[1], 0)) if past is None else torch.cat([past[1], y], dim=3)
+        z = F.relu(self.bn2(self.conv2(p2))).flatten(1, 2)
+        out = F.relu(self.bn3(self.proj(z)))
+        return out, [p1[..., p1.shape[3] - self.ctx[0] :], p2[..., p2.shape[3] - self.ctx[1] :]]
+
+
 class Student(nn.Module):
     """Raw 16 kHz PCM ``[batch, samples]`` → logits per head (intent first, then slots)."""
 
@@ -89,8 +129,11 @@ class Student(nn.Module):
         self.frontend = LogMel(self.cfg.frontend)
         self.input_norm = nn.BatchNorm1d(self.cfg.frontend.n_mels)
         self.stride = self.cfg.stem_stride
-        self.stem = nn.Conv1d(self.cfg.frontend.n_mels, c, self.stride, stride=self.stride, bias=False)
-        self.stem_bn = nn.BatchNorm1d(c)
+        n_mels = self.cfg.frontend.n_mels
+        two_d = self.cfg.stem == "conv2d"
+        self.stem2d = Stem2d(n_mels, c, self.cfg.stem_width, self.stride) if two_d else None
+        self.stem = None if two_d else nn.Conv1d(n_mels, c, self.stride, stride=self.stride, bias=False)
+        self.stem_bn = None if two_d else nn.BatchNorm1d(c)
         self.blocks = nn.ModuleList(CausalBlock(c, self.cfg.kernel_size, d) for d in self.cfg.dilations)
         self.block_contexts = [(self.cfg.kernel_size - 1) * d for d in self.cfg.dilations]
         self.attention = nn.Conv1d(c, len(self.head_sizes), 1)
@@ -99,10 +142,25 @@ class Student(nn.Module):
 
     def frames(self, mel: torch.Tensor) -> torch.Tensor:
         """Per-step hidden features ``[B, C, T // stem_stride]`` from log-mel ``[B, n_mels, T]``."""
-        x = F.relu(self.stem_bn(self.stem(self.input_norm(mel))))
+        x = self.stem_out(self.input_norm(mel))[0]
         for block in self.blocks:
             x = block(x)
         return x
+
+    def stem_out(self, mel: torch.Tensor,
+                 past: Sequence[torch.Tensor] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The stem's output and, for the 2-D stem, its new streaming state (else an empty list)."""
+        if self.stem2d is not None:
+            return self.stem2d(mel, past)
+        assert self.stem is not None and self.stem_bn is not None  # built together in __init__
+        return F.relu(self.stem_bn(self.stem(mel))), []
+
+    def stem_state(self, batch: int) -> list[torch.Tensor]:
+        """The 2-D stem's initial streaming state (zeros), or an empty list."""
+        if self.stem2d is None:
+            return []
+        w, ctx = self.cfg.stem_width, self.stem2d.ctx
+        return [torch.zeros(batch, 1, self.cfg.frontend.n_mels, ctx[0]), torch.zeros(batch, w, self.stem2d.f1, ctx[1])]
 
     def pool_and_classify(self, weight_sum: torch.Tensor, weighted: torch.Tensor,
                           running_max: torch.Tensor) -> list[torch.Tensor]:
@@ -158,7 +216,7 @@ class StreamingStudent(nn.Module):
     def initial_state(self, batch: int = 1) -> list[torch.Tensor]:
         s = self.student
         c, h = s.cfg.channels, len(s.head_sizes)
-        state = [torch.zeros(batch, s.frontend.left_context)]
+        state = [torch.zeros(batch, s.frontend.left_context), *s.stem_state(batch)]
         state += [torch.zeros(batch, c, k) for k in s.block_contexts]
         state += [
             torch.full((batch, h, 1), _NEG),  # running max of attention scores
@@ -170,15 +228,16 @@ class StreamingStudent(nn.Module):
 
     def step(self, chunk: torch.Tensor, state: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         s = self.student
-        n_blocks = len(s.blocks)
-        audio_past, block_past = state[0], list(state[1 : 1 + n_blocks])
-        m, wsum, weighted, running_max = state[1 + n_blocks :]
+        n_blocks, n_stem = len(s.blocks), len(s.stem_state(1))
+        audio_past, stem_past = state[0], list(state[1 : 1 + n_stem])
+        block_past = list(state[1 + n_stem : 1 + n_stem + n_blocks])
+        m, wsum, weighted, running_max = state[1 + n_stem + n_blocks :]
         step_samples = s.cfg.frontend.hop_length * s.stride
         if chunk.shape[1] % step_samples:
             raise ValueError(f"chunk of {chunk.shape[1]} samples: expected a multiple of {step_samples}")
         feats = s.frontend(chunk, past=audio_past)
         new_audio_past = torch.cat([audio_past, chunk], dim=1)[:, -s.frontend.left_context :]
-        x = F.relu(s.stem_bn(s.stem(s.input_norm(feats))))
+        x, new_stem_past = s.stem_out(s.input_norm(feats), stem_past or None)
         new_block_past = []
         for block, past in zip(s.blocks, block_past, strict=True):
             joined = torch.cat([past, x], dim=2)
@@ -192,4 +251,4 @@ class StreamingStudent(nn.Module):
         weighted = weighted * scale + torch.einsum("bht,bct->bhc", w, x)
         running_max = torch.maximum(running_max, x.amax(dim=2))
         logits = s.pool_and_classify(wsum, weighted, running_max)
-        return logits, [new_audio_past, *new_block_past, m_new, wsum, weighted, running_max]
+        return logits, [new_audio_past, *new_stem_past, *new_block_past, m_new, wsum, weighted, running_max]

@@ -19,10 +19,11 @@ def test_shapes_and_size() -> None:
     assert 10_000 <= count_parameters(model) <= 200_000
 
 
+@pytest.mark.parametrize("stem", ["conv1d", "conv2d"])
 @pytest.mark.parametrize("chunk", [320, 1600, 4800])
-def test_streaming_equals_whole_utterance(chunk: int) -> None:
+def test_streaming_equals_whole_utterance(chunk: int, stem: str) -> None:
     torch.manual_seed(0)
-    model = Student([5, 3]).eval()
+    model = Student([5, 3], StudentConfig(stem=stem)).eval()
     with torch.no_grad():
         for p in model.parameters():  # make BN statistics non-trivial
             p.add_(0.05 * torch.randn_like(p))
