@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -64,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help="hub config: broker, site, actions, threads for --publish")
     infer.add_argument("--publish-timeout", type=float, default=10.0, metavar="S",
                        help="seconds to wait for the broker to acknowledge everything (default 10)")
+
+    run = sub.add_parser("run", help="run the assistant: audio in, intents out over MQTT (until Ctrl-C or SIGTERM)")
+    _add_common(run)
+    run.add_argument("-c", "--config", required=True, metavar="hub.yaml",
+                     help="hub config: audio source, bundle, thresholds, broker, actions")
+    run.add_argument("--broker", default=None, metavar="mqtt[s]://[user@]host:port", help="override the config's broker")
+    run.add_argument("--site", default=None, metavar="NAME", help="override the config's site id")
+
+    devices = sub.add_parser("devices", help="list the audio input devices (microphones) PortAudio sees")
+    _add_common(devices)
+    devices.add_argument("--json", action="store_true", help="print a JSON list")
     return parser
 
 
@@ -179,6 +191,54 @@ def infer_command(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def run_command(args: argparse.Namespace) -> int:
+    """``hubvoice run``: 0 after a clean shutdown (SIGINT/SIGTERM, or the audio ended)."""
+    from assistant.app import load_service
+    from assistant.config import load_config
+    from assistant.messages import check_topic_level
+
+    hub = load_config(args.config, broker=args.broker)
+    if args.site:
+        site = check_topic_level(args.site, "--site")
+        mqtt, outbox = hub.mqtt, hub.outbox
+        if mqtt.client_id == f"hubvoice-{hub.site}":  # the defaults follow the site
+            mqtt = replace(mqtt, client_id=f"hubvoice-{site}")
+        if Path(outbox.path).name == f"outbox-{hub.site}.sqlite3":
+            outbox = replace(outbox, path=str(Path(outbox.path).with_name(f"outbox-{site}.sqlite3")))
+        hub = replace(hub, site=site, mqtt=mqtt, outbox=outbox)
+    service = load_service(hub, base=Path(args.config).resolve().parent)
+
+    def on_signal(signum: int, frame: object) -> None:
+        if service.stopping:
+            _LOGGER.warning("%s again: exiting without waiting", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        _LOGGER.info("%s: stopping", signal.Signals(signum).name)
+        service.stop()
+
+    previous = {signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return service.run()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def devices_command(args: argparse.Namespace) -> int:
+    """``hubvoice devices``: the input devices, the default marked with ``*``; AudioError without PortAudio."""
+    from assistant.audio import list_devices
+
+    devices = list_devices()
+    if args.json:
+        print(json.dumps(devices, indent=2))
+    elif not devices:
+        print("no audio input devices found (PortAudio sees no microphone)")
+    else:
+        for d in devices:
+            print(f"{'*' if d['default'] else ' '} {d['index']:>3}  {d['name']}  "
+                  f"({d['hostapi'] or 'unknown API'}, {d['channels']} channel(s), {d['sample_rate']:g} Hz)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -193,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "infer":
             return infer_command(args)
+        if args.command == "run":
+            return run_command(args)
+        if args.command == "devices":
+            return devices_command(args)
     except HubvoiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -16,8 +16,15 @@
       hermes: true
       homeassistant: {discovery: true, prefix: homeassistant}
     outbox: {path: /var/lib/hubvoice/outbox.sqlite3, max_age_s: 30}
-    audio: {source: mic}
-    recognizer: {threads: 1, thresholds: {intent: 0.6}}
+    audio:
+      source: mic                     # mic, wav, stdin or satellite
+      device: USB                     # mic: (part of) a name, or an index; see `hubvoice devices`
+      # paths: [a.wav, b.wav]         # wav (realtime: true to pace them)
+      # format: s16le                 # stdin: raw PCM (u8, s16le, s24le, s32le, f32le), sample_rate, channels
+      # satellites: [porch]           # satellite: Hermes site ids (default: this site)
+      listen: false                   # true: only after a message on <prefix>/<site>/listen
+      endpoint: {aggressiveness: 2, pre_roll_ms: 300, trailing_silence_ms: 600, max_utterance_s: 8}
+    recognizer: {threads: 1, thresholds: {intent: 0.6}, early_stop: 0.9}
     actions: [...]                    # see assistant.actions
 
 Errors name the file, the key path and the allowed values, e.g.
@@ -45,6 +52,7 @@ from assistant.errors import ConfigError
 PROTOCOLS = ("3.1.1", "5")
 TRANSPORTS = ("tcp", "websockets")
 AUDIO_SOURCES = ("mic", "wav", "stdin", "satellite")
+RAW_FORMATS = ("u8", "s16le", "s24le", "s32le", "f32le")
 ENV_USERNAME = "HUBVOICE_MQTT_USERNAME"
 ENV_PASSWORD = "HUBVOICE_MQTT_PASSWORD"
 _SITE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -303,17 +311,139 @@ class OutboxConfig:
 
 
 @dataclass(frozen=True)
+class EndpointConfig:
+    """Where an utterance starts and ends (``assistant.endpoint``): webrtcvad plus a level gate."""
+
+    aggressiveness: int = 2
+    """webrtcvad aggressiveness: 0 (lets the most through) to 3 (strictest about what is speech)."""
+    frame_ms: int = 20
+    """Length of the frames the VAD judges (and the sources deliver): 10, 20 or 30 ms."""
+    pre_roll_ms: int = 300
+    """Audio kept from before the detected onset (the quiet start of the first word)."""
+    onset_ms: int = 60
+    """Voiced audio needed, without a break, to open an utterance."""
+    min_speech_ms: int = 250
+    """Utterances with less speech than this (clicks, knocks) are dropped."""
+    trailing_silence_ms: int = 600
+    """Silence that ends an utterance."""
+    post_roll_ms: int = 100
+    """Audio kept after the last voiced frame."""
+    max_utterance_s: float = 8.0
+    """Longest utterance; longer speech is cut here, and the endpointer waits for silence before the next."""
+    energy_margin_db: float = 10.0
+    """A voiced frame must also be this many dB above the running noise floor (0: no noise-floor gate)."""
+    min_level_dbfs: float = -60.0
+    """... and at least this loud (dB relative to full scale)."""
+    noise_window_s: float = 5.0
+    """The noise floor is the quietest frame of this many recent seconds."""
+
+    _KEYS = ("aggressiveness", "frame_ms", "pre_roll_ms", "onset_ms", "min_speech_ms", "trailing_silence_ms",
+             "post_roll_ms", "max_utterance_s", "energy_margin_db", "min_level_dbfs", "noise_window_s")
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "hub.yaml", path: str = "audio.endpoint") -> EndpointConfig:
+        e = _Section(data, path, source, cls._KEYS)
+        d = cls()
+        frame_ms = e.get_int("frame_ms", d.frame_ms, 10, 30)
+        if frame_ms not in (10, 20, 30):
+            e.fail("frame_ms", f"expected 10, 20 or 30 (what webrtcvad accepts), got {frame_ms}")
+        config = cls(
+            aggressiveness=e.get_int("aggressiveness", d.aggressiveness, 0, 3),
+            frame_ms=frame_ms,
+            pre_roll_ms=e.get_int("pre_roll_ms", d.pre_roll_ms, 0, 5000),
+            onset_ms=e.get_int("onset_ms", d.onset_ms, 10, 2000),
+            min_speech_ms=e.get_int("min_speech_ms", d.min_speech_ms, 0, 10000),
+            trailing_silence_ms=e.get_int("trailing_silence_ms", d.trailing_silence_ms, 10, 10000),
+            post_roll_ms=e.get_int("post_roll_ms", d.post_roll_ms, 0, 5000),
+            max_utterance_s=e.get_float("max_utterance_s", d.max_utterance_s, 0.0, 60.0),
+            energy_margin_db=_number(e, "energy_margin_db", d.energy_margin_db, 0.0, 60.0),
+            min_level_dbfs=_number(e, "min_level_dbfs", d.min_level_dbfs, -120.0, 0.0),
+            noise_window_s=e.get_float("noise_window_s", d.noise_window_s, 0.0, 600.0),
+        )
+        if config.max_utterance_s * 1000 < config.onset_ms + config.pre_roll_ms:
+            e.fail("max_utterance_s", f"must leave room for pre_roll_ms + onset_ms "
+                                      f"({config.pre_roll_ms + config.onset_ms} ms)")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(s: _Section, key: str, default: float, low: float, high: float) -> float:
+    """A number in [low, high] (both ends allowed)."""
+    value = s.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        s.fail(key, f"expected a number in [{low:g}, {high:g}], got {_show(value)}")
+    return float(value)
+
+
+@dataclass(frozen=True)
 class AudioConfig:
-    """Where the audio comes from."""
+    """Where the audio comes from, and how utterances are cut from it."""
 
     source: str = "mic"
     """'mic', 'wav', 'stdin' or 'satellite'."""
     device: str | int | None = None
-    """Microphone name or index (source 'mic'); None: the default input."""
+    """Microphone name (or part of it) or index (source 'mic'); None: the default input."""
     paths: tuple[str, ...] = ()
-    """WAV files to read (source 'wav')."""
+    """WAV files to read, one after the other (source 'wav')."""
+    realtime: bool = False
+    """Source 'wav': deliver the audio at the speed it was recorded; False: as fast as the hub can take it."""
     sample_rate: int = 16000
-    """Sample rate of raw audio on stdin or from a satellite."""
+    """Sample rate of raw audio on stdin."""
+    format: str = "s16le"
+    """Sample format of raw audio on stdin: 'u8', 's16le', 's24le', 's32le' or 'f32le'."""
+    channels: int = 1
+    """Channels of raw audio on stdin (interleaved; averaged to mono)."""
+    satellites: tuple[str, ...] = ()
+    """Source 'satellite': Hermes site ids whose ``hermes/audioServer/<site>/audioFrame`` are heard,
+    each with its own endpointer; empty: the hub's own site."""
+    listen: bool = False
+    """Open the endpointer only after a message on ``<prefix>/<site>/listen`` (push-to-talk, wake word)."""
+    listen_timeout_s: float = 8.0
+    """How long the endpointer stays open after a listen message without ``timeout_s``."""
+    reopen_max_s: float = 30.0
+    """Longest wait between attempts to re-open a microphone that went away (the wait doubles from 0.5 s)."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    """Endpointing: VAD, pre-roll, silence, lengths."""
+
+    _KEYS = ("source", "device", "paths", "realtime", "sample_rate", "format", "channels", "satellites", "listen",
+             "listen_timeout_s", "reopen_max_s", "endpoint")
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "hub.yaml", base: Path = Path(".")) -> AudioConfig:
+        a = _Section(data, "audio", source, cls._KEYS)
+        device = a.get("device")
+        if device is not None and (isinstance(device, bool) or not isinstance(device, (str, int))):
+            a.fail("device", f"expected a device name or index, got {_show(device)}")
+        paths = a.get("paths", [])
+        if not isinstance(paths, (list, tuple)) or not all(isinstance(p, str) for p in paths):
+            a.fail("paths", f"expected a list of WAV file paths, got {_show(paths)}")
+        satellites = a.get("satellites", [])
+        if not isinstance(satellites, (list, tuple)) or not all(isinstance(s, str) and _SITE.match(s) for s in satellites):
+            a.fail("satellites", f"expected a list of site ids (letters, digits, '_' or '-'), got {_show(satellites)}")
+        config = cls(
+            source=a.get_str("source", "mic", choices=AUDIO_SOURCES),
+            device=device,
+            paths=tuple(str((base / p).resolve()) for p in paths),
+            realtime=a.get_bool("realtime", False),
+            sample_rate=a.get_int("sample_rate", 16000, 8000, 192000),
+            format=a.get_str("format", "s16le", choices=RAW_FORMATS),
+            channels=a.get_int("channels", 1, 1, 32),
+            satellites=tuple(satellites),
+            listen=a.get_bool("listen", False),
+            listen_timeout_s=a.get_float("listen_timeout_s", 8.0, 0.0, 3600.0),
+            reopen_max_s=a.get_float("reopen_max_s", 30.0, 0.0, 3600.0),
+            endpoint=EndpointConfig.from_dict(a.get("endpoint"), source=source),
+        )
+        if config.source == "wav" and not config.paths:
+            a.fail("paths", "source 'wav' needs at least one WAV file in audio.paths")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["paths"], data["satellites"] = list(self.paths), list(self.satellites)
+        return data
 
 
 @dataclass(frozen=True)
@@ -323,7 +453,23 @@ class RecognizerConfig:
     threads: int = 1
     """ONNX Runtime intra-op threads."""
     thresholds: dict[str, float] = field(default_factory=dict)
-    """Overrides of the bundle's decision thresholds (name -> value in [0, 1])."""
+    """Overrides of the bundle's decision thresholds (name -> value in [0, 1]); 'intent' is the confidence
+    a command needs to be understood."""
+    early_stop: float | None = None
+    """End an utterance as soon as the bundle's streaming model is this confident of a command (in (0, 1]);
+    None: wait for the trailing silence. Needs a bundle with a streaming model."""
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "hub.yaml") -> RecognizerConfig:
+        r = _Section(data, "recognizer", source, ("threads", "thresholds", "early_stop"))
+        thresholds = r.get("thresholds", {})
+        if not isinstance(thresholds, Mapping):
+            r.fail("thresholds", f"expected {{name: number in [0, 1]}}, got {_show(thresholds)}")
+        for name, value in thresholds.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                r.fail(f"thresholds.{name}", f"expected a number in [0, 1], got {_show(value)}")
+        early_stop = None if r.get("early_stop") in (None, False) else r.get_float("early_stop", 1.0, 0.0, 1.0)
+        return cls(r.get_int("threads", 1, 1, 256), {str(k): float(v) for k, v in thresholds.items()}, early_stop)
 
 
 @dataclass(frozen=True)
@@ -366,23 +512,8 @@ class HubConfig:
             path=o.path_value("path", base, must_exist=False) or str(state_home / "hubvoice" / f"outbox-{site}.sqlite3"),
             max_age_s=o.get_float("max_age_s", 30.0, 0.0),
         )
-        a = _Section(top.get("audio"), "audio", source, ("source", "device", "paths", "sample_rate"))
-        device = a.get("device")
-        if device is not None and (isinstance(device, bool) or not isinstance(device, (str, int))):
-            a.fail("device", f"expected a device name or index, got {_show(device)}")
-        paths = a.get("paths", [])
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            a.fail("paths", f"expected a list of WAV file paths, got {_show(paths)}")
-        audio = AudioConfig(a.get_str("source", "mic", choices=AUDIO_SOURCES), device,
-                            tuple(str((base / p).resolve()) for p in paths), a.get_int("sample_rate", 16000, 8000, 192000))
-        r = _Section(top.get("recognizer"), "recognizer", source, ("threads", "thresholds"))
-        thresholds = r.get("thresholds", {})
-        if not isinstance(thresholds, Mapping):
-            r.fail("thresholds", f"expected {{name: number in [0, 1]}}, got {_show(thresholds)}")
-        for name, value in thresholds.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                r.fail(f"thresholds.{name}", f"expected a number in [0, 1], got {_show(value)}")
-        recognizer = RecognizerConfig(r.get_int("threads", 1, 1, 256), {str(k): float(v) for k, v in thresholds.items()})
+        audio = AudioConfig.from_dict(top.get("audio"), source=source, base=base)
+        recognizer = RecognizerConfig.from_dict(top.get("recognizer"), source=source)
         actions_data = top.get("actions", [])
         if not isinstance(actions_data, list):
             top.fail("actions", f"expected a list of actions, got {_show(actions_data)}")
@@ -393,7 +524,7 @@ class HubConfig:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["actions"] = [spec.to_dict() for spec in self.actions]
-        data["audio"]["paths"] = list(self.audio.paths)
+        data["audio"] = self.audio.to_dict()
         del data["source"]
         return data
 
