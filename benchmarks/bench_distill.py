@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0])
     ap.add_argument("--f-max", type=float, default=4000.0)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stem", default="conv1d", choices=["conv1d", "conv2d"], help="student stem")
     ap.add_argument("--window", type=float, default=3.0, help="teacher encoder window in seconds")
     ap.add_argument("--max-seconds", type=float, default=4.0, help="crop student training clips to this")
     args = ap.parse_args()
@@ -88,7 +89,7 @@ def main() -> None:
         alpha, beta, gamma = VARIANTS[variant]
         for seed in args.seeds:
             recipe = StudentRecipe(
-                student=StudentConfig(channels=args.channels,
+                student=StudentConfig(channels=args.channels, stem=args.stem,
                                       frontend=replace(StudentConfig().frontend, f_max=args.f_max)),
                 train=TrainConfig(steps=args.student_steps, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
                                   seed=seed, alpha=alpha, beta=beta, gamma=gamma, temperature=2.0),
