@@ -118,19 +118,20 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
     return chosen
 
 
-def build(context_path: str | Path, out_dir: str | Path, *, preset: str = "default", work: str | Path = "work",
+def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
           utterances: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Run the whole pipeline; returns the bundle folder. See the module docstring."""
     from distill.bundle import write_bundle
 
-    if preset not in PRESETS:
+    if isinstance(preset, str) and preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
-    p = PRESETS[preset]
+    p = PRESETS[preset] if isinstance(preset, str) else preset
+    preset_name = preset if isinstance(preset, str) else "custom"
     ctx = load_context(context_path)  # a malformed context fails here, before any work
     layout = HeadLayout.from_context(ctx)
     out = Path(out_dir)
-    root = Path(work) / f"build-{out.name}-{preset}-s{seed}"
+    root = Path(work) / f"build-{out.name}-{preset_name}-s{seed}"
     root.mkdir(parents=True, exist_ok=True)
     report = BuildReport()
     started = time.time()
@@ -188,7 +189,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str = "defau
         bundle_args: dict[str, Any] = dict(
             student=student, layout=layout, context_path=context_path, threshold=threshold, samples=samples,
             calibration_clips=calib, teacher_info={"name": teacher.name, "window_s": tcfg.window_s},
-            recipe={"preset": preset, "seed": seed, "utterances": utterances or p.utterances,
+            recipe={"preset": preset_name, "seed": seed, "utterances": utterances or p.utterances,
                     "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
                     "target_far": p.target_far},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)

