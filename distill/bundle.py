@@ -52,7 +52,8 @@ from distill.export import (
     output_names,
     quantize_model,
 )
-from distill.nets.student import Student, count_parameters
+from distill.nets.profile import count_parameters
+from distill.nets.student import Student
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -190,10 +190,6 @@ class Student(nn.Module):
         return self.forward_features(audio)[0]
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
 _NEG = -1e30  # "minus infinity" that stays finite through exp(a - b)
 
 

@@ -8,7 +8,8 @@ torch = pytest.importorskip("torch")
 
 from assistant.errors import ConfigError  # noqa: E402
 from distill.nets.frontend import FrontendConfig  # noqa: E402
-from distill.nets.student import StreamingStudent, Student, StudentConfig, count_parameters  # noqa: E402
+from distill.nets.profile import count_parameters  # noqa: E402
+from distill.nets.student import StreamingStudent, Student, StudentConfig  # noqa: E402
 
 
 def test_shapes_and_size() -> None:
