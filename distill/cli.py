@@ -95,7 +95,28 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
+
+    ev = sub.add_parser("eval", parents=[common], help="measure a bundle as the hub runs it (ONNX Runtime)",
+                        description="Command acceptance, intent accuracy, false accepts/rejects per condition; "
+                                    "prints a table and writes summary.json, metrics.json and confusion.png.")
+    ev.add_argument("bundle", type=Path, help="bundle folder (models/<name>)")
+    ev.add_argument("--corpus", type=Path, default=None, help="corpus folder to evaluate on")
+    ev.add_argument("--splits", nargs="+", default=["test"], help="corpus splits (default: test)")
+    ev.add_argument("--snr", nargs="*", type=float, default=[15.0, 6.0], help="noise conditions in dB (default: 15 6)")
+    ev.add_argument("--real", type=Path, default=None, help="FSDD-style folder of real recordings")
+    ev.add_argument("--fp32", action="store_true", help="evaluate the float reference model instead of model.onnx")
+    ev.add_argument("-o", "--out", type=Path, required=True, help="report folder")
+    ev.set_defaults(func=_eval)
     return parser
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from distill.assess import assess_bundle
+
+    report = assess_bundle(args.bundle, args.corpus, args.out, splits=args.splits, snrs=args.snr, real=args.real,
+                           fp32=args.fp32)
+    print(report["table"])
+    return 0
 
 
 def _build(args: argparse.Namespace) -> int:
