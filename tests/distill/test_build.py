@@ -48,6 +48,7 @@ def test_a_malformed_context_fails_before_any_work(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
 def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     ctx = tmp_path / "toy.yaml"

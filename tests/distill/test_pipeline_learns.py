@@ -33,6 +33,7 @@ context:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # ~2 min on an idle 2-core machine; much more beside other jobs
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_student_learns_a_toy_context(tmp_path: Path) -> None:
     ctx = parse_context(TOY)
