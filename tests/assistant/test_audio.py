@@ -33,6 +33,7 @@ from assistant.audio import (
 from assistant.config import MqttConfig
 from assistant.errors import AudioError
 from assistant.wav import SAMPLE_RATE, read_wav, resample, to_mono, write_wav
+from tests.wavs import write_pcm_wav
 
 if TYPE_CHECKING:
     from tests.assistant.conftest import Broker
@@ -49,21 +50,6 @@ def sine(freq: float, rate: int, seconds: float, amp: float = 0.5, channels: int
 def dominant_hz(x: np.ndarray, rate: int = SAMPLE_RATE) -> float:
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return float(np.fft.rfftfreq(len(x), 1 / rate)[np.argmax(spec)])
-
-
-def write_pcm_wav(path: Path, frames: np.ndarray, rate: int, width: int) -> Path:
-    """``frames`` [samples] or [samples, channels] as integer PCM of ``width`` bytes (1: unsigned 8-bit)."""
-    frames = frames.reshape(len(frames), -1)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(frames.shape[1])
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        if width == 1:
-            data = np.clip(np.round(frames * 127 + 128), 0, 255).astype(np.uint8)
-        else:
-            data = np.clip(np.round(frames * 32767), -32768, 32767).astype("<i2")
-        w.writeframes(data.tobytes())
-    return path
 
 
 def wav_bytes(frames: np.ndarray, rate: int) -> bytes:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import struct
-import wave
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +18,7 @@ from assistant.wav import write_wav
 
 pytest.importorskip("torch")  # the tiny bundle is built with distill
 from tests.assistant.test_bundle import COMMANDS, tiny_bundle, tone_clip  # noqa: E402  (builds once per session)
+from tests.wavs import write_pcm_wav  # noqa: E402
 
 if TYPE_CHECKING:
     from tests.assistant.conftest import Broker, Subscriber
@@ -38,20 +38,6 @@ def wavs(tmp_path: Path) -> list[Path]:
         write_wav(path, tone_clip(k, 15000 + 500 * k, 300 + k))
         paths.append(path)
     return paths
-
-
-def write_pcm(path: Path, frames: np.ndarray, rate: int, width: int) -> Path:
-    """``frames`` [samples, channels] as integer PCM of ``width`` bytes (1: unsigned 8-bit)."""
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(frames.shape[1])
-        w.setsampwidth(width)
-        w.setframerate(rate)
-        if width == 1:
-            data = np.clip(np.round(frames * 127 + 128), 0, 255).astype(np.uint8)
-        else:
-            data = np.clip(np.round(frames * 32767), -32768, 32767).astype("<i2")
-        w.writeframes(data.tobytes())
-    return path
 
 
 def write_float(path: Path, audio: np.ndarray, rate: int = 16000) -> Path:
@@ -116,9 +102,9 @@ def test_a_corrupt_wav_gets_an_error_line_and_the_others_still_run(bundle_dir: P
 def test_odd_wavs(bundle_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                   caplog: pytest.LogCaptureFixture) -> None:
     clip = tone_clip(2, 24000, 77)  # tones stay below 2.1 kHz, so 8 kHz loses nothing the model uses
-    stereo_8k = write_pcm(tmp_path / "stereo8k.wav", np.stack([clip[::2], 0.8 * clip[::2]], axis=1), 8000, 2)
-    unsigned_8bit = write_pcm(tmp_path / "u8.wav", clip[:, None], 16000, 1)
-    empty = write_pcm(tmp_path / "empty.wav", np.zeros((0, 1)), 16000, 2)
+    stereo_8k = write_pcm_wav(tmp_path / "stereo8k.wav", np.stack([clip[::2], 0.8 * clip[::2]], axis=1), 8000, 2)
+    unsigned_8bit = write_pcm_wav(tmp_path / "u8.wav", clip[:, None], 16000, 1)
+    empty = write_pcm_wav(tmp_path / "empty.wav", np.zeros((0, 1)), 16000, 2)
     with_nan = clip.copy()
     with_nan[1000:1010] = np.nan
     nan_float = write_float(tmp_path / "nan.wav", with_nan)
