@@ -10,19 +10,9 @@ import pytest
 
 from assistant.wav import read_wav
 from distill.cli import build_parser, main
+from tests.contexts import TWO_INTENTS
 
-CONTEXT = """
-context:
-  expressions:
-    changeLightState:
-      - "[turn, switch] $state:state (the) $location:location [light, lights]"
-    setColor:
-      - "make (the) $location:location [light, lights] $color:color"
-  slots:
-    state: ["on", "off"]
-    location: ["kitchen", "bedroom"]
-    color: ["red", "blue"]
-"""
+CONTEXT = TWO_INTENTS
 FIELDS = {"id", "audio", "text", "intent", "slots", "voice", "engine", "split", "kind", "duration_s", "params"}
 
 

@@ -25,19 +25,9 @@ from distill.synth import (
     synthesize_corpus,
 )
 from distill.tts import Voice, installed_voices, list_voices, load_engines, make_engine
+from tests.contexts import TWO_INTENTS
 
-CONTEXT = """
-context:
-  expressions:
-    changeLightState:
-      - "[turn, switch] $state:state (the) $location:location [light, lights]"
-    setColor:
-      - "make (the) $location:location [light, lights] $color:color"
-  slots:
-    state: ["on", "off"]
-    location: ["kitchen", "bedroom"]
-    color: ["red", "blue"]
-"""
+CONTEXT = TWO_INTENTS
 
 
 def _need(*engines: str) -> None:
