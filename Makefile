@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 WORK ?= work
 
-.PHONY: demo test lint setup system-deps bench-synth clean
+.PHONY: demo test lint setup system-deps bench-synth context model clean
 
 $(VENV)/.system-stamp: deploy/install-system-deps.sh
 	bash deploy/install-system-deps.sh
@@ -32,6 +32,18 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check assistant distill models tests benchmarks
 	$(VENV)/bin/mypy assistant distill models
+
+## the default model's context: Home Assistant's English templates + a generic home's lists
+HA_INTENTS := $(shell cat examples/home_assistant/intents.txt)
+context: setup
+	$(VENV)/bin/hubvoice context check --hassil installed --intents '$(HA_INTENTS)' \
+		--lists examples/home_assistant/lists.yaml -o examples/home_assistant/smart_home.yaml
+
+## rebuild the shipped default bundle models/smart_home from scratch (about an hour on 2 cores)
+SEED ?= 0
+model: setup
+	$(VENV)/bin/hubvoice-distill build examples/home_assistant/smart_home.yaml -o models/smart_home \
+		--preset default --seed $(SEED) --work $(WORK) --overwrite --no-progress
 
 bench-synth: setup
 	$(PY) benchmarks/bench_synth.py --out $(WORK)/bench-synth

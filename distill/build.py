@@ -60,8 +60,8 @@ PRESETS: dict[str, Preset] = {
                               copies=0, max_seconds=5.0),
     ),
     "default": Preset(
-        utterances=20000,
-        teacher=TeacherConfig(window_s=4.0, copies=1, train=TrainConfig(steps=2000, batch_size=64, lr=2e-3,
+        utterances=10000,
+        teacher=TeacherConfig(window_s=5.0, copies=1, train=TrainConfig(steps=2000, batch_size=64, lr=2e-3,
                                                                           warmup=100, eval_every=250)),
         student=StudentRecipe(train=TrainConfig(steps=3000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
                                                 alpha=0.5, beta=1.0, gamma=1.0),
