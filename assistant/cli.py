@@ -173,16 +173,17 @@ def _publisher(args: argparse.Namespace, bundle: Bundle, workdir: str) -> Publis
         hub = load_config(args.config, broker=args.broker)
         if args.site:
             hub = replace(hub, site=check_topic_level(args.site, "--site"))
-        # Its own client id (a hub running with this config stays connected) and its own outbox
-        # (neither sends the other's messages).
+        # Its own client id (a hub running with this config stays connected), its own outbox
+        # (neither sends the other's messages), and no presence: the site's retained status,
+        # last will and discovery stay the running hub's (client id hubvoice-<site>-infer-<pid>).
         hub = replace(hub, mqtt=replace(hub.mqtt, client_id=f"hubvoice-{hub.site}-infer"),
                       outbox=replace(hub.outbox, path=str(Path(workdir) / "outbox.sqlite3")))
-        return Publisher.from_config(hub, bundle.slots_by_intent(), model=bundle.name)
+        return Publisher.from_config(hub, bundle.slots_by_intent(), model=bundle.name, presence=False)
     if not args.broker:
         raise ConfigError("--publish needs --broker mqtt[s]://[user@]host:port or -c hub.yaml")
     site = check_topic_level(args.site or "default", "--site")
     mqtt = replace(MqttConfig().with_env(os.environ).with_broker(args.broker), client_id=f"hubvoice-{site}-infer")
-    return Publisher(mqtt, site=site, outbox=Path(workdir) / "outbox.sqlite3", model=bundle.name)
+    return Publisher(mqtt, site=site, outbox=Path(workdir) / "outbox.sqlite3", model=bundle.name, presence=False)
 
 
 def infer_command(args: argparse.Namespace) -> int:

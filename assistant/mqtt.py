@@ -17,12 +17,21 @@ clean_session off; MQTT 5 clean_start off with a session expiry), a retained las
 ``offline`` and a retained ``online`` on ``<prefix>/<site>/status``. A refused connection
 (wrong password) is logged once as an error naming the broker and the user, and retried
 with backoff like a network failure; :attr:`Publisher.state` tells where it stands.
+
+A one-shot tool that publishes next to a running hub (``hubvoice infer --publish``) uses
+``presence=False``: it must neither take the service's client id (the broker would disconnect
+the service) nor speak for the site's presence. Its client id gets ``-<pid>`` appended, the
+session is clean (nothing is left on the broker), and it sets no last will, publishes no
+``online``/``offline`` and no Home Assistant discovery: the retained status stays the
+service's. Its own messages still go through the outbox with QoS 1 and PUBACK.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
+import os
 import queue
 import ssl
 import threading
@@ -60,6 +69,7 @@ from assistant.outbox import Outbox, OutboxMessage, StoredMessage
 _LOGGER = logging.getLogger(__name__)
 
 _PURGE_AFTER_S = 7 * 24 * 3600.0
+_TRANSIENT_IDS = itertools.count()
 
 
 class ConnectionState(str, enum.Enum):
@@ -85,15 +95,25 @@ class _Client(paho.Client):
             raise
 
 
-def build_client(config: MqttConfig, *, status_topic: str) -> _Client:
-    """A paho client set up from the config (not connected); ConfigError for unusable TLS files."""
+def transient_client_id(base: str) -> str:
+    """``base-<pid>`` (``base-<pid>-<n>`` for the second and later in one process): an id no service uses."""
+    n = next(_TRANSIENT_IDS)
+    return f"{base}-{os.getpid()}" + (f"-{n}" if n else "")
+
+
+def build_client(config: MqttConfig, *, status_topic: str, presence: bool = True) -> _Client:
+    """A paho client set up from the config (not connected); ConfigError for unusable TLS files.
+
+    ``presence``: a persistent session and the retained last will ``offline`` on ``status_topic``;
+    without it a clean session and no will (a one-shot tool, see the module docstring).
+    """
     v5 = config.protocol == "5"
     client = _Client(
         CallbackAPIVersion.VERSION2,
         client_id=config.client_id,
         protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
         transport="websockets" if config.transport == "websockets" else "tcp",
-        **({} if v5 else {"clean_session": False}),
+        **({} if v5 else {"clean_session": not presence}),
     )
     if config.username is not None:
         client.username_pw_set(config.username, config.password)
@@ -104,7 +124,8 @@ def build_client(config: MqttConfig, *, status_topic: str) -> _Client:
             raise ConfigError(f"mqtt.tls: cannot use ca={config.tls.ca} cert={config.tls.cert} "
                               f"key={config.tls.key}: {err}") from err
         client.tls_insecure_set(config.tls.insecure)
-    client.will_set(status_topic, "offline", qos=1, retain=True)
+    if presence:
+        client.will_set(status_topic, "offline", qos=1, retain=True)
     client.reconnect_delay_set(config.reconnect_min_s, config.reconnect_max_s)  # type: ignore[arg-type]
     return client
 
@@ -123,11 +144,19 @@ class Publisher:
         model: str = "unknown",
         max_inflight: int = 16,
         tick_s: float = 0.25,
+        presence: bool = True,
     ) -> None:
-        """``outbox`` is an open Outbox (left open by :meth:`stop`) or a path (opened and closed here)."""
+        """``outbox`` is an open Outbox (left open by :meth:`stop`) or a path (opened and closed here).
+
+        ``presence=False``: publish without being the site's presence (a one-shot tool next to a
+        running hub): unique client id, clean session, no last will, online/offline or discovery.
+        """
         if not config.client_id:
             config = replace(config, client_id=f"hubvoice-{site}")
+        if not presence:
+            config = replace(config, client_id=transient_client_id(config.client_id))
         self.config = config
+        self.presence = presence
         self.site = site
         self.topics = Topics(site, config.prefix)
         self.actions = actions if actions is not None else Actions([], default_qos=config.qos)
@@ -135,7 +164,7 @@ class Publisher:
         self.model = model
         self._max_inflight = max_inflight
         self._tick_s = tick_s
-        self._client = build_client(config, status_topic=self.topics.status)
+        self._client = build_client(config, status_topic=self.topics.status, presence=presence)
         self._own_outbox = not isinstance(outbox, Outbox)
         self.outbox = outbox if isinstance(outbox, Outbox) else Outbox(outbox)
         self._client.on_connect = self._on_connect
@@ -163,12 +192,14 @@ class Publisher:
 
     @classmethod
     def from_config(
-        cls, hub: HubConfig, slots_by_intent: Mapping[str, Collection[str]] | None = None, *, model: str | None = None
+        cls, hub: HubConfig, slots_by_intent: Mapping[str, Collection[str]] | None = None, *, model: str | None = None,
+        presence: bool = True,
     ) -> Publisher:
         """Build from hub.yaml; the actions are checked against ``{intent: slot names}`` here, at start-up."""
         actions = Actions(hub.actions, slots_by_intent, default_qos=hub.mqtt.qos, source=hub.source)
         return cls(hub.mqtt, site=hub.site, outbox=hub.outbox.path, actions=actions,
-                   max_age_s=hub.outbox.max_age_s, model=model or (Path(hub.bundle).name if hub.bundle else "unknown"))
+                   max_age_s=hub.outbox.max_age_s, model=model or (Path(hub.bundle).name if hub.bundle else "unknown"),
+                   presence=presence)
 
     # --- public API ------------------------------------------------------------------------------
 
@@ -187,10 +218,12 @@ class Publisher:
         self._pump_thread = threading.Thread(target=self._pump_loop, name=f"hubvoice-outbox-{self.site}", daemon=True)
         self._pump_thread.start()
         kwargs: dict[str, Any] = {}
-        if self.config.protocol == "5":
+        if self.config.protocol == "5" and self.presence:
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = self.config.session_expiry_s
             kwargs = {"clean_start": False, "properties": properties}
+        elif self.config.protocol == "5":
+            kwargs = {"clean_start": True}  # no session expiry: the broker forgets it on disconnect
         _LOGGER.info("Connecting to MQTT broker %s as %s", self.config.url, self.config.client_id)
         self._client.connect_async(self.config.host, self.config.port, self.config.keepalive, **kwargs)
         self._client.loop_start()
@@ -246,7 +279,7 @@ class Publisher:
         return True
 
     def stop(self, timeout: float = 5.0) -> bool:
-        """Flush the outbox (up to ``timeout``), publish ``offline``, disconnect cleanly.
+        """Flush the outbox (up to ``timeout``), publish ``offline`` (with presence), disconnect cleanly.
 
         Returns True if everything pending was delivered; what was not stays in the outbox.
         """
@@ -258,7 +291,7 @@ class Publisher:
         if self._pump_thread is not None:
             self._events.put(("stop",))
             self._pump_thread.join(max(deadline - time.monotonic(), 1.0))
-        if self._connected.is_set():
+        if self._connected.is_set() and self.presence:
             info = self._client.publish(self.topics.status, "offline", qos=1, retain=True)
             try:
                 info.wait_for_publish(max(deadline - time.monotonic(), 0.5))
@@ -296,10 +329,11 @@ class Publisher:
             return
         # paho would resend what it had in flight as is; the outbox resends it after checking its age.
         client.drop_out_messages()
-        client.publish(self.topics.status, "online", qos=1, retain=True)
-        if self.config.homeassistant.discovery:
-            client.subscribe(f"{self.config.homeassistant.prefix}/status", qos=1)
-            self._announce(client)
+        if self.presence:
+            client.publish(self.topics.status, "online", qos=1, retain=True)
+            if self.config.homeassistant.discovery:
+                client.subscribe(f"{self.config.homeassistant.prefix}/status", qos=1)
+                self._announce(client)
         self._link_up = True
         self._events.put(("connected",))
         self._state = ConnectionState.CONNECTED

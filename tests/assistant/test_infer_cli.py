@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,9 @@ import pytest
 
 import models
 from assistant.cli import main
+from assistant.config import MqttConfig
 from assistant.messages import InferenceResult
+from assistant.mqtt import ConnectionState, Publisher
 from assistant.wav import write_wav
 
 pytest.importorskip("torch")  # the tiny bundle is built with distill
@@ -172,6 +175,34 @@ actions:
     assert json.loads(command.payload) == {"state": "OFF"}
     (event,) = subscriber.wait_for("hubvoice/den/intent")
     assert json.loads(event.payload)["intent"] == "changeLightState"
+    # No hub runs for den: infer leaves no retained status or discovery behind.
+    late = make_subscriber(broker.port, ("hubvoice/den/status", "homeassistant/#"))
+    assert [(m.topic, m.payload) for m in late.drain(0.5)] == []
+
+
+def test_publish_leaves_a_running_hub_and_its_status_alone(bundle_dir: Path, wavs: list[Path], broker: Broker,
+                                                          make_subscriber: Callable[..., Subscriber], tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """The hub of site hall keeps its connection, its retained ``online`` and its discovery; the result arrives."""
+    watcher = make_subscriber(broker.port, ("hubvoice/hall/status", "homeassistant/#"))
+    hub = Publisher(MqttConfig(host="127.0.0.1", port=broker.port), site="hall", outbox=tmp_path / "hub.sqlite3")
+    hub.start()
+    try:
+        assert [m.payload for m in watcher.wait_for("hubvoice/hall/status")] == [b"online"]
+        watcher.wait_for("homeassistant/#")
+        subscriber = make_subscriber(broker.port, ("hubvoice/hall/intent",))
+        code = main(["infer", "--bundle", str(bundle_dir), str(wavs[0]), "--json", "--publish",
+                     "--broker", f"mqtt://127.0.0.1:{broker.port}", "--site", "hall"])
+        assert code == 0, capsys.readouterr().err
+        (event,) = subscriber.wait_for("hubvoice/hall/intent")
+        assert json.loads(event.payload)["intent"] == COMMANDS[0][0]
+        assert f"as hubvoice-hall-infer-{os.getpid()}" in broker.log()
+        assert [(m.topic, m.payload) for m in watcher.drain(0.5)] == []  # no offline, online or discovery
+        (status,) = make_subscriber(broker.port, ("hubvoice/hall/status",)).wait_for("hubvoice/hall/status")
+        assert (status.payload, status.retain) == (b"online", True)
+        assert hub.state is ConnectionState.CONNECTED and hub.connect_attempts == 1  # never kicked off
+    finally:
+        hub.stop(timeout=1.0)
 
 
 def test_publish_to_an_unreachable_broker_fails_after_the_timeout(bundle_dir: Path, wavs: list[Path],

@@ -59,9 +59,10 @@ def make_publisher(tmp_path: Path) -> Iterator[MakePublisher]:
     publishers: list[Publisher] = []
 
     def make(port: int, *, outbox: Path | None = None, actions: Actions | None = None, max_age_s: float = 30.0,
-             site: str = "test", **config: object) -> Publisher:
+             site: str = "test", presence: bool = True, **config: object) -> Publisher:
         publisher = Publisher(mqtt_config(port, **config), site=site, outbox=outbox or tmp_path / "outbox.sqlite3",
-                              actions=actions, max_age_s=max_age_s, model="smart_home", tick_s=0.05)
+                              actions=actions, max_age_s=max_age_s, model="smart_home", tick_s=0.05,
+                              presence=presence)
         publishers.append(publisher)
         return publisher
 
@@ -169,9 +170,11 @@ from assistant.config import MqttConfig
 from assistant.messages import InferenceResult
 from assistant.mqtt import Publisher
 port, db, count, connect = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+presence = sys.argv[5] == "1"
 config = MqttConfig(host="127.0.0.1", port=port, reconnect_min_s=0.05, reconnect_max_s=0.2, keepalive=30)
-publisher = Publisher(config, site="test", outbox=db)
+publisher = Publisher(config, site="test", outbox=db, presence=presence)
 publisher.start()
+print(publisher.config.client_id, flush=True)
 if connect and not publisher.wait_connected(5):
     sys.exit("child could not connect")
 for n in range(count):
@@ -181,10 +184,12 @@ time.sleep(60)
 """
 
 
-def run_child(port: int, db: Path, count: int, connect: bool) -> tuple[subprocess.Popen[str], list[str]]:
-    """A Publisher in another process; returns once it printed 'ready' (with the event ids it printed)."""
+def run_child(port: int, db: Path, count: int, connect: bool, presence: bool = True
+              ) -> tuple[subprocess.Popen[str], list[str]]:
+    """A Publisher in another process; returns once it printed 'ready' (with its client id, then the event ids)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port), str(db), str(count), "1" if connect else "0"],
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(port), str(db), str(count), "1" if connect else "0",
+                              "1" if presence else "0"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert child.stdout is not None and child.stderr is not None
     watchdog = threading.Timer(15, child.kill)  # every wait has a timeout
@@ -256,6 +261,73 @@ def test_home_assistant_discovery_and_reannounce(broker: Broker, make_subscriber
     (again,) = ha.wait_for(topic)
     assert json.loads(again.payload) == config
     assert "Ignoring 'rebooting?' on homeassistant/status" in caplog.text
+
+
+def connect_log(broker: Broker, client_id: str) -> list[str]:
+    """The broker's log lines from ``client_id``'s CONNECT up to its CONNACK (flags and will)."""
+    lines = broker.log().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.endswith(f" as {client_id}") or f" as {client_id} (" in line)
+    end = next(i for i in range(start, len(lines)) if f"Sending CONNACK to {client_id} " in lines[i])
+    return lines[start:end]
+
+
+def wait_for_log(broker: Broker, text: str, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in broker.log():
+        assert time.monotonic() < deadline, f"{text!r} not in the broker log within {timeout} s"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize(("protocol", "flags"), [("3.1.1", "(p2, c1, k10)"), ("5", "(p5, c1, k10)")])
+def test_a_publisher_without_presence_leaves_the_site_to_the_running_service(
+        protocol: str, flags: str, broker: Broker, make_subscriber: Callable[..., Subscriber],
+        make_publisher: MakePublisher, tmp_path: Path) -> None:
+    watcher = make_subscriber(broker.port, ("hubvoice/test/status", "homeassistant/#"))
+    service = make_publisher(broker.port, protocol=protocol)
+    service.start()
+    assert [m.payload for m in watcher.wait_for("hubvoice/test/status")] == [b"online"]
+    watcher.wait_for("homeassistant/sensor/hubvoice_test/last_intent/config")
+
+    tool = make_publisher(broker.port, protocol=protocol, presence=False, outbox=tmp_path / "tool.sqlite3")
+    other = make_publisher(broker.port, protocol=protocol, presence=False, outbox=tmp_path / "other.sqlite3")
+    assert tool.config.client_id.startswith(f"hubvoice-test-{os.getpid()}")
+    assert len({service.config.client_id, tool.config.client_id, other.config.client_id}) == 3
+    subscriber = make_subscriber(broker.port, ("hubvoice/test/intent",))
+    tool.start()
+    event = tool.publish_result(LIGHTS)
+    (message,) = subscriber.wait_for("hubvoice/test/intent")
+    assert json.loads(message.payload)["id"] == event.id and message.qos == 1
+    assert tool.stop(timeout=3) is True
+    wait_for_log(broker, f"Client {tool.config.client_id} disconnected.")
+
+    connect = connect_log(broker, tool.config.client_id)
+    assert flags in connect[0]  # a clean session: nothing of it stays on the broker
+    assert not [line for line in connect if "Will message" in line], connect
+    published = [line.split("'")[1] for line in broker.log().splitlines()
+                 if f"PUBLISH from {tool.config.client_id} " in line]
+    assert published == ["hubvoice/test/intent", "hermes/intent/changeLightState"]  # nothing retained, no status
+    assert [(m.topic, m.payload) for m in watcher.drain(0.5)] == []  # no online, offline or discovery from the tool
+    (retained,) = make_subscriber(broker.port, ("hubvoice/test/status",)).wait_for("hubvoice/test/status")
+    assert (retained.payload, retained.retain) == (b"online", True)
+    assert service.state is ConnectionState.CONNECTED and service.connect_attempts == 1  # never kicked off
+
+
+def test_a_publisher_without_presence_that_dies_leaves_no_offline(
+        broker: Broker, make_subscriber: Callable[..., Subscriber], make_publisher: MakePublisher,
+        tmp_path: Path) -> None:
+    watcher = make_subscriber(broker.port, ("hubvoice/test/status",))
+    service = make_publisher(broker.port)
+    service.start()
+    assert watcher.wait_for("hubvoice/test/status")[0].payload == b"online"
+    child, (client_id,) = run_child(broker.port, tmp_path / "child.sqlite3", 0, connect=True, presence=False)
+    assert client_id == f"hubvoice-test-{child.pid}"
+    child.send_signal(signal.SIGKILL)
+    child.wait(5)
+    wait_for_log(broker, f"Client {client_id} closed its connection.")
+    assert [(m.topic, m.payload) for m in watcher.drain(0.5)] == []
+    (retained,) = make_subscriber(broker.port, ("hubvoice/test/status",)).wait_for("hubvoice/test/status")
+    assert retained.payload == b"online"
+    assert service.state is ConnectionState.CONNECTED
 
 
 # --- outages ---------------------------------------------------------------------------------------
@@ -341,7 +413,7 @@ def test_a_new_process_delivers_what_a_killed_one_queued(broker: Broker, make_su
                                                          make_publisher: MakePublisher, tmp_path: Path,
                                                          unused_port: int) -> None:
     db = tmp_path / "shared.sqlite3"
-    child, ids = run_child(unused_port, db, 3, connect=False)  # nobody listens there
+    child, (_, *ids) = run_child(unused_port, db, 3, connect=False)  # nobody listens there
     child.send_signal(signal.SIGKILL)
     child.wait(5)
     assert len(ids) == 3
