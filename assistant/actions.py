@@ -14,7 +14,9 @@ payload template::
 Templates put values in ``{name}`` or ``{name|filter|filter...}``; ``name`` is a slot of the
 intent or a built-in (``site``, ``intent``); ``{{`` and ``}}`` are literal braces. Filters:
 ``upper``, ``lower``, ``title``, ``slug`` (lower case, runs of other characters become ``_``),
-``int``, ``float`` and ``map:on=ON,off=OFF`` (a value missing from the map is an error). A
+``int``, ``float``, ``map:on=ON,off=OFF`` (a value missing from the map is an error) and
+``default:VALUE`` (first in the chain: the value to use when the command has no such slot,
+as in ``{area|default:all|slug}``; without it, an action whose slot is absent is skipped). A
 payload may be a string (sent as is) or a JSON object/list: inside it a string that is exactly
 one placeholder keeps the placeholder's type, so ``"{level|int}"`` becomes a JSON number.
 
@@ -45,7 +47,7 @@ from assistant.messages import MessageError, check_topic_level
 _LOGGER = logging.getLogger(__name__)
 
 BUILTINS = ("intent", "site")
-FILTERS = ("upper", "lower", "title", "slug", "int", "float", "map")
+FILTERS = ("upper", "lower", "title", "slug", "int", "float", "map", "default")
 MAX_TOPIC_BYTES = 65535
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -100,13 +102,16 @@ def _parse_placeholder(body: str, where: str) -> Placeholder:
     name, *filter_texts = (piece.strip() for piece in body.split("|"))
     if not _NAME.match(name):
         raise ConfigError(f"{where}: expected {{slot}} or {{slot|filter}}, got {{{body}}}")
-    filters = []
+    filters: list[tuple[str, str]] = []
     for filter_text in filter_texts:
         filter_name, _, arg = filter_text.partition(":")
         if filter_name not in FILTERS:
             raise ConfigError(f"{where}: unknown filter '{filter_name}' (allowed: {', '.join(FILTERS)})")
         if filter_name == "map":
             _parse_map(arg, where)
+        elif filter_name == "default":
+            if filters:
+                raise ConfigError(f"{where}: filter 'default' must come first, as in {{{name}|default:{arg}|...}}")
         elif arg:
             raise ConfigError(f"{where}: filter '{filter_name}' takes no argument, got '{arg}'")
         filters.append((filter_name, arg))
@@ -148,6 +153,8 @@ def apply_filters(value: str, placeholder: Placeholder) -> str | int | float:
                 out = math.nan
             if not math.isfinite(out):
                 raise MessageError(f"{{{placeholder.name}|{name}}}: {text!r} is not a finite number")
+        elif name == "default":
+            pass  # used by _render_value when the slot is absent
         elif name == "map":
             table = _parse_map(arg, "map")
             if text not in table:
@@ -343,6 +350,8 @@ def render_action(spec: ActionSpec, slots: Mapping[str, str], site: str, *, defa
 
 
 def _render_value(placeholder: Placeholder, values: Mapping[str, str]) -> str | int | float:
+    if placeholder.name not in values and placeholder.filters[:1] and placeholder.filters[0][0] == "default":
+        return apply_filters(placeholder.filters[0][1], placeholder)
     if placeholder.name not in values:
         raise MessageError(f"slot '{placeholder.name}' is not in this command (has: {', '.join(values)})")
     return apply_filters(values[placeholder.name], placeholder)

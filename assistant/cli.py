@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--broker", default=None, metavar="mqtt[s]://[user@]host:port", help="override the config's broker")
     run.add_argument("--site", default=None, metavar="NAME", help="override the config's site id")
 
+    demo = sub.add_parser("demo", help="hear the default model work: sample commands (or --mic) -> intents -> MQTT")
+    _add_common(demo)
+    demo.add_argument("--bundle", default=None, metavar="DIR", help="bundle folder (default: models/smart_home)")
+    demo.add_argument("--broker", default=None, metavar="mqtt[s]://[user@]host:port",
+                      help="publish to this broker (default: an in-process broker on 127.0.0.1)")
+    demo.add_argument("--site", default="demo", metavar="NAME", help="site id (default: demo)")
+    demo.add_argument("--mic", action="store_true", help="listen to the default microphone instead (Ctrl-C stops)")
+
     devices = sub.add_parser("devices", help="list the audio input devices (microphones) PortAudio sees")
     _add_common(devices)
     devices.add_argument("--json", action="store_true", help="print a JSON list")
@@ -293,6 +301,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_command(args)
         if args.command == "devices":
             return devices_command(args)
+        if args.command == "demo":
+            from assistant.demo import run_demo
+            from assistant.messages import check_topic_level
+
+            if not args.debug:  # the live view is the output; the service's own log lines would interleave
+                logging.getLogger().setLevel(logging.WARNING)
+            return run_demo(args.bundle or default_bundle(), broker=args.broker,
+                            site=check_topic_level(args.site, "--site"), mic=args.mic, out=sys.stdout)
     except HubvoiceError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

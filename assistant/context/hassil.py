@@ -233,12 +233,12 @@ def import_hassil(source: str | os.PathLike[str] | Mapping[str, Any] | None = No
                 node = converter.seq(items)
                 if node is None:
                     skipped[f"list {converter.missing[-1]!r} has no values"] += 1
-                    _LOGGER.info("%s, sentence %d skipped: list %r has no values", intent, index,
+                    _LOGGER.debug("%s, sentence %d skipped: list %r has no values", intent, index,
                                  converter.missing[-1])
                     continue
                 if can_be_empty(node, {}) or repeated_slot(node, {}) is not None:
                     skipped["it can say nothing or repeats a slot"] += 1
-                    _LOGGER.info("%s, sentence %d skipped: it can say nothing or repeats a slot", intent, index)
+                    _LOGGER.debug("%s, sentence %d skipped: it can say nothing or repeats a slot", intent, index)
                     continue
                 said = {s.name for s in iter_slots(node, {})}
                 expression = Expression(format_node(node), node, tuple(f for f in fixed if f[0] not in said))

@@ -64,6 +64,21 @@ def test_filters() -> None:
     assert slug("Küche 2") == "k_che_2"
 
 
+def test_default_fills_an_absent_slot_and_must_come_first() -> None:
+    action = ActionSpec.from_dict({"intent": "setBrightness", "topic": "z2m/{location|default:All Lights|slug}/set",
+                                   "payload": {"brightness": "{level|default:100|int}"}})
+    actions = Actions([action], SLOTS)
+    (absent,) = actions.render("setBrightness", {}, "hub")
+    assert (absent.topic, json.loads(absent.payload)) == ("z2m/all_lights/set", {"brightness": 100})
+    (present,) = actions.render("setBrightness", {"location": "Office", "level": "30"}, "hub")
+    assert (present.topic, json.loads(present.payload)) == ("z2m/office/set", {"brightness": 30})
+    with pytest.raises(ConfigError, match="'default' must come first"):
+        ActionSpec.from_dict({"intent": "x", "topic": "t/{v|slug|default:a}", "payload": ""})
+    # a default that would break out of its topic level is refused like any spoken value
+    escape = ActionSpec.from_dict({"intent": "setBrightness", "topic": "t/{location|default:a/+}", "payload": ""})
+    assert Actions([escape], SLOTS).render("setBrightness", {}, "hub") == []
+
+
 def test_when_conditions_choose_actions() -> None:
     kitchen = spec(when={"location": "kitchen"}, topic="kitchen/set")
     upstairs = spec(when={"location": ["bedroom", "attic"], "state": "on"}, topic="upstairs/set")
