@@ -2,7 +2,8 @@
 
 Subcommands: ``synth`` (context -> corpus), ``merge`` (join shard manifests),
 ``augment`` (corpus -> augmented corpus), ``voices`` (installed voices and their
-split), ``corpus-stats`` (tables of a corpus). Every subcommand takes ``--debug``.
+split), ``corpus-stats`` (tables of a corpus), ``build``, ``eval``, ``bench`` (teacher vs
+student, :mod:`distill.bench`). Every subcommand takes ``--debug``.
 Errors the user can fix print ``error: <message>`` on stderr and exit with 1.
 """
 
@@ -107,7 +108,39 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--fp32", action="store_true", help="evaluate the float reference model instead of model.onnx")
     ev.add_argument("-o", "--out", type=Path, required=True, help="report folder")
     ev.set_defaults(func=_eval)
+
+    be = sub.add_parser("bench", parents=[common], help="teacher vs student fp32 vs int8: size, cost, latency, memory",
+                        description="Parameters, bytes, MACs/s, one-thread latency (p50/p95), RTF, peak RSS and "
+                                    "command acceptance per model, each timed in its own process; prints a table.")
+    be.add_argument("bundle", type=Path, help="bundle folder (models/<name>)")
+    be.add_argument("--build", type=Path, default=None,
+                    help="the bundle's build folder (work/build-<name>-<preset>-s<seed>): teacher, student, corpus")
+    be.add_argument("--teacher", type=Path, default=None, help="teacher checkpoint or folder (default: BUILD/teacher)")
+    be.add_argument("--whisper", type=Path, default=None, help="CTranslate2 Whisper model directory for the teacher")
+    be.add_argument("--corpus", type=Path, default=None, help="corpus for acceptance (default: BUILD/corpus)")
+    be.add_argument("--split", default="test", help="corpus split (default: test)")
+    be.add_argument("--runs", type=int, default=200, help="timed runs per model (default: 200)")
+    be.add_argument("--warmup", type=int, default=20, help="untimed runs first (default: 20)")
+    be.add_argument("--seconds", type=float, default=3.0, help="utterance length in seconds (default: 3)")
+    be.add_argument("-o", "--out", type=Path, default=None, help="JSON file to write")
+    be.set_defaults(func=_bench)
     return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from distill.bench import bench
+
+    report = bench(args.bundle, build=args.build, teacher=args.teacher, whisper_dir=args.whisper, corpus=args.corpus,
+                   split=args.split, runs=args.runs, warmup=args.warmup, seconds=args.seconds)
+    print(report["table"])
+    for note in report["notes"]:
+        print(f"- {note}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:

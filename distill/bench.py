@@ -1,0 +1,309 @@
+"""`hubvoice-distill bench`: teacher, student fp32 and student int8 side by side, measured the same way.
+
+Per model: parameters, file bytes, MACs per second of audio, latency of one utterance
+(p50/p95 over ``runs`` timed runs after ``warmup``, one intra-op and one inter-op thread),
+real-time factor (p50 latency / utterance seconds), peak RSS of the inference process and
+command acceptance on a corpus split.
+
+Every model is timed in a fresh subprocess of its own (``python -m distill.bench WORKER``)
+that loads only what its row needs — the students through ONNX Runtime exactly as the hub
+does (torch is never imported there, and the worker reports that it was not); the teacher as
+it was built (CTranslate2 Whisper encoder + the torch head) — and reports its own peak
+resident memory (``VmHWM``, see :func:`_rss_kib`): that of a process that did nothing but
+load the model and run it. Every model hears the same clip: the longest clip of the split
+(a bundle sample without a corpus), cut or zero-padded to ``seconds``.
+
+Where the rows come from: the int8 row is the bundle's ``model.onnx``; the fp32 row its
+``model.fp32.onnx`` when kept, else the build's student checkpoint (the one of ``last.pt``
+and ``best.pt`` closest to the int8 model on the bundle samples) exported as the bundle
+export does. The teacher row needs the build's ``teacher/best.pt`` and the Whisper model.
+Acceptance reuses ``eval``'s code (:func:`distill.assess.decide_clips`); the teacher is
+scored at threshold 0, as ``build`` reports it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from assistant.bundle import load_bundle, open_session, read_manifest
+from assistant.decode import HeadLayout, decode
+from assistant.errors import BundleError, ConfigError, HubvoiceError
+from assistant.recognizer import Recognizer
+from assistant.wav import SAMPLE_RATE, read_wav
+
+_LOGGER = logging.getLogger(__name__)
+
+TARGETS = {"int8_max_bytes": 250_000, "latency_p50_max_ms": 3.0, "min_speedup": 20.0}
+"""Issue 4's targets for the student int8 model, checked in the report (not enforced)."""
+TEACHER_THRESHOLD = 0.0
+"""The teacher decides at threshold 0, as ``build`` scores it (only students are calibrated)."""
+_NO_ONNX_TEACHER = ("no ONNX fp32 teacher row: the teacher's encoder exists only as a CTranslate2 model (no torch "
+                    "Whisper encoder in the repo, no model hub), so it is measured as built")
+
+
+# --- the worker: one model, one process ------------------------------------------------------------
+
+
+def _rss_kib() -> int:
+    """Peak resident memory of this process in KiB: ``VmHWM`` of its address space on Linux.
+
+    ``ru_maxrss`` would do elsewhere, but on Linux it also counts the parent's memory at the
+    ``exec`` that started this process (a worker of a 1 GB parent would report 1 GB).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux, bytes on macOS
+
+
+def _worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """Load one model, time it on the clip; returns latencies (ms) and peak RSS (KiB)."""
+    x = np.load(spec["clip"]).astype(np.float32)
+    base = _rss_kib()
+    if spec["kind"] == "onnx":
+        m = read_manifest(spec["bundle"])
+        session = open_session(Path(spec["model"]), threads=1)
+
+        def run() -> None:
+            probs = session.run(None, {m.input: x[None]})
+            decode(m.layout, probs[0][0], [p[0] for p in probs[1:]], threshold=m.threshold)
+    else:
+        import torch
+
+        torch.set_num_threads(1)
+        torch.set_num_interop_threads(1)
+        teacher = load_teacher(spec["model"], spec["whisper"], threads=1)
+
+        def run() -> None:
+            probs = teacher.predict([x]).probs
+            decode(teacher.layout, probs[0][0], [p[0] for p in probs[1:]], threshold=TEACHER_THRESHOLD)
+    for _ in range(spec["warmup"]):
+        run()
+    times = []
+    for _ in range(spec["runs"]):
+        start = time.perf_counter()
+        run()
+        times.append(1000.0 * (time.perf_counter() - start))
+    return {"latency_ms": times, "base_rss_kib": base, "peak_rss_kib": _rss_kib(),
+            "torch_loaded": "torch" in sys.modules}
+
+
+def _measure(spec: dict[str, Any]) -> dict[str, Any]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "distill.bench", json.dumps(spec)], capture_output=True, text=True,
+                          env=env, check=False)
+    if proc.returncode != 0:
+        raise HubvoiceError(f"benchmark worker for {spec['model']} failed: {proc.stderr.strip()[-800:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    t = np.asarray(out.pop("latency_ms"))
+    return {**out, "latency_ms": {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)),
+                                  "mean": float(t.mean()), "min": float(t.min())}}
+
+
+# --- the models -------------------------------------------------------------------------------------
+
+
+def load_teacher(checkpoint: str | Path, whisper_dir: str | Path | None, threads: int = 0) -> Any:
+    """The built teacher: Whisper encoder (CTranslate2 int8) + the head of ``checkpoint``."""
+    from distill.teachers.neural import EncoderHead, EncoderTeacher, HeadConfig
+    from distill.teachers.whisper import WhisperEncoder
+    from distill.train import load_checkpoint
+
+    ckpt = load_checkpoint(Path(checkpoint))
+    config = ckpt.get("model_config") or {}
+    if config.get("kind") != "encoder_head":
+        raise BundleError(f"{checkpoint}: expected a teacher checkpoint (model_config.kind 'encoder_head'), "
+                          f"got {config.get('kind')!r}")
+    head = EncoderHead(config["head_sizes"], HeadConfig.from_dict(config["head"]))
+    head.load_state_dict(ckpt["model"])
+    encoder = WhisperEncoder(whisper_dir, window_s=float(config["window_s"]), threads=threads)
+    return EncoderTeacher(encoder, head, HeadLayout.from_dict(config["layout"]))
+
+
+def _teacher_cost(teacher: Any) -> tuple[int, float]:
+    """(parameters, MACs per second of the encoder window): encoder analytically, plus the head."""
+    from distill.nets.profile import count_parameters, whisper_encoder_cost
+
+    cfg, window = teacher.head.cfg, teacher.encoder.window_s
+    params, macs = whisper_encoder_cost(cfg.d_in, window)
+    frames = 50.0 / cfg.pool_stride  # encoder frames per second, pooled
+    n_heads = len(teacher.head.head_sizes)
+    per_frame = cfg.d_in * cfg.hidden + cfg.hidden * 5 * 8 + 3 * cfg.hidden * n_heads  # proj, mix, attention, pool
+    head_macs = frames * per_frame + 2 * cfg.hidden * sum(teacher.head.head_sizes) / window
+    return params + count_parameters(teacher.head), macs + head_macs
+
+
+def _student_checkpoint(build: Path, bundle: Any) -> tuple[Any, Path, float] | None:
+    """The build's student closest to the bundle's int8 model on its samples: (student, path, max |Δp|)."""
+    from distill.export import load_student, torch_probabilities
+
+    session = open_session(bundle.model_path)
+    best = None
+    for path in (build / "student" / "last.pt", build / "student" / "best.pt"):
+        if not path.is_file():
+            continue
+        student, layout = load_student(path)
+        if layout != bundle.layout:
+            raise BundleError(f"{path}: the student's head layout differs from the bundle {bundle.path}'s")
+        diff = 0.0
+        for sample in bundle.manifest.samples:
+            audio = read_wav(bundle.path / sample.audio.file)[None]
+            ref = session.run(None, {bundle.manifest.input: audio})
+            got = torch_probabilities(student, audio)
+            diff = max(diff, *(float(np.abs(a - b).max()) for a, b in zip(ref, got, strict=True)))
+        if best is None or diff < best[2]:
+            best = (student, path, diff)
+    return best
+
+
+def _clip(clips: Any, bundle: Any, seconds: float) -> tuple[np.ndarray, str]:
+    """The longest clip of the split (or bundle sample), cut or zero-padded to ``seconds``."""
+    if clips is not None:
+        i = int(np.argmax([len(a) for a in clips.audio]))
+        audio, name = clips.audio[i], f"corpus:{clips.keys[i]}"
+    else:
+        files = [bundle.path / s.audio.file for s in bundle.manifest.samples]
+        audios = [read_wav(f) for f in files]
+        i = int(np.argmax([len(a) for a in audios]))
+        audio, name = audios[i], f"sample:{files[i].name}"
+    n = int(round(seconds * SAMPLE_RATE))
+    return np.pad(audio[:n], (0, max(0, n - len(audio)))).astype(np.float32), name
+
+
+# --- the benchmark -----------------------------------------------------------------------------------
+
+
+def bench(bundle_dir: str | Path, *, build: str | Path | None = None, teacher: str | Path | None = None,
+          whisper_dir: str | Path | None = None, corpus: str | Path | None = None, split: str = "test",
+          runs: int = 200, warmup: int = 20, seconds: float = 3.0) -> dict[str, Any]:
+    """Measure the models (see the module docstring); returns the JSON report, ``table`` included."""
+    from distill.assess import decide_clips
+    from distill.data import load_corpus
+    from distill.evaluate import format_table, score
+    from distill.export import export_model
+    from distill.nets.profile import count_parameters, macs_per_second
+    from distill.teach import probs_metrics
+
+    if runs < 1 or warmup < 0 or not 0 < seconds <= 30:
+        raise ConfigError(f"bench: expected runs >= 1, warmup >= 0, 0 < seconds <= 30; got {runs}, {warmup}, {seconds}")
+    load = list(os.getloadavg())
+    b = load_bundle(bundle_dir)
+    m = b.manifest
+    build_dir = Path(build) if build is not None else None
+    if build_dir is not None and not build_dir.is_dir():
+        raise ConfigError(f"{build_dir}: no such build folder (expected work/build-<name>-<preset>-s<seed>)")
+    if corpus is None and build_dir is not None and (build_dir / "corpus").is_dir():
+        corpus = build_dir / "corpus"
+    if teacher is None and build_dir is not None and (build_dir / "teacher" / "best.pt").is_file():
+        teacher = build_dir / "teacher" / "best.pt"
+    elif teacher is not None and Path(teacher).is_dir():
+        teacher = Path(teacher) / "best.pt"
+    if teacher is not None and not Path(teacher).is_file():
+        raise ConfigError(f"{teacher}: no teacher checkpoint (expected BUILD/teacher/best.pt)")
+    clips = load_corpus(corpus, m.layout, splits=(split,)) if corpus is not None else None
+    notes = [_NO_ONNX_TEACHER]
+    found = _student_checkpoint(build_dir, b) if build_dir is not None else None
+    student = found[0] if found else None
+    params = count_parameters(student) if student is not None else m.metrics.get("student_params")
+    macs = macs_per_second(student, seconds) if student is not None else m.metrics.get("student_macs_per_s")
+    if student is None:
+        notes.append("student parameters and MACs from the manifest's metrics (no build given)")
+    with tempfile.TemporaryDirectory(prefix="hubvoice-bench-") as tmp:
+        audio, source = _clip(clips, b, seconds)
+        np.save(Path(tmp) / "clip.npy", audio)
+        common = {"clip": str(Path(tmp) / "clip.npy"), "runs": runs, "warmup": warmup, "bundle": str(b.path)}
+        fp32, fp32_source = b.reference_path, "bundle"
+        if fp32 is None and found is not None:
+            fp32 = export_model(found[0], Path(tmp) / "model.fp32.onnx", m.layout)
+            fp32_source = f"{found[1]} exported (max |p - p_int8| on the bundle samples {found[2]:.3g})"
+        if fp32 is None:
+            notes.append("no student fp32 row: the bundle kept no model.fp32.onnx and no --build was given")
+        rows: list[dict[str, Any]] = []
+        if teacher is not None:
+            from distill.teachers.whisper import find_model_dir
+
+            wdir = find_model_dir(whisper_dir).resolve()
+            t = load_teacher(teacher, wdir)
+            if t.layout != m.layout:
+                raise BundleError(f"{teacher}: the teacher's head layout differs from the bundle {b.path}'s")
+            t_params, t_macs = _teacher_cost(t)
+            row = {"model": "teacher (Whisper base CTranslate2 int8 + torch head)", "file": str(teacher),
+                   "params": t_params, "bytes": (wdir / "model.bin").stat().st_size + Path(teacher).stat().st_size,
+                   "macs_per_s": t_macs, "window_s": t.encoder.window_s, "threshold": TEACHER_THRESHOLD,
+                   **_measure({**common, "kind": "teacher", "model": str(Path(teacher).resolve()),
+                               "whisper": str(wdir)})}
+            if clips is not None:
+                probs = [t.predict(clips.audio[s : s + 16]).probs for s in range(0, len(clips), 16)]
+                heads = [np.concatenate([p[h] for p in probs]) for h in range(len(probs[0]))]
+                row["metrics"] = probs_metrics(m.layout, heads, clips, TEACHER_THRESHOLD).to_dict()
+            rows.append(row)
+            notes.append("teacher bytes: Whisper model.bin (whole model, decoder included) + the head checkpoint "
+                         "(optimizer state included); its MACs are per second of its fixed encoder window")
+        else:
+            notes.append("no teacher row: give --build (with teacher/best.pt) or --teacher")
+        for name, path, ref in (("student fp32 (ONNX)", fp32, True), (f"student {m.precision} (ONNX)", b.model_path,
+                                                                           False)):
+            if path is None:
+                continue
+            row = {"model": name, "file": str(path), "params": params, "bytes": Path(path).stat().st_size,
+                   "macs_per_s": macs, "threshold": m.threshold,
+                   **({"source": fp32_source} if ref else {}),
+                   **_measure({**common, "kind": "onnx", "model": str(path)})}
+            if clips is not None:
+                recognizer = Recognizer(b, threads=1)
+                if ref:
+                    recognizer.session = open_session(Path(path), 1)
+                decisions, _ = decide_clips(recognizer, clips)
+                row["metrics"] = score(clips.references, decisions, layout=m.layout).to_dict()
+            rows.append(row)
+    for row in rows:
+        row["rtf"] = row["latency_ms"]["p50"] / 1000.0 / seconds
+        row["acceptance"] = row.get("metrics", {}).get("command_acceptance")
+        if rows[0]["model"].startswith("teacher"):
+            row["speedup"] = rows[0]["latency_ms"]["p50"] / row["latency_ms"]["p50"]
+    int8 = rows[-1]
+    checks = {"int8_max_bytes": int8["bytes"] <= TARGETS["int8_max_bytes"],
+              "latency_p50_max_ms": int8["latency_ms"]["p50"] <= TARGETS["latency_p50_max_ms"],
+              "min_speedup": int8["speedup"] >= TARGETS["min_speedup"] if "speedup" in int8 else None}
+    notes.append("targets (student int8): " + ", ".join(f"{k} {TARGETS[k]:g}: {'—' if v is None else 'met' if v else 'MISSED'}"
+                                                      for k, v in checks.items()))
+    columns = ["model", "params", "kB", "MMACs/s", "p50 ms", "p95 ms", "RTF", "peak RSS MiB", "acceptance",
+               "× teacher"]
+    table = format_table([{"model": r["model"], "params": r["params"], "kB": r["bytes"] / 1000,
+                           "MMACs/s": r["macs_per_s"] / 1e6 if r["macs_per_s"] is not None else None,
+                           "p50 ms": r["latency_ms"]["p50"], "p95 ms": r["latency_ms"]["p95"], "RTF": r["rtf"],
+                           "peak RSS MiB": r["peak_rss_kib"] / 1024, "acceptance": r["acceptance"],
+                           "× teacher": r.get("speedup")} for r in rows], columns, percent=["acceptance"])
+    return {"bundle": str(b.path), "build": str(build_dir) if build_dir else None,
+            "corpus": str(corpus) if corpus is not None else None, "split": split if clips is not None else None,
+            "clips": len(clips) if clips is not None else 0, "input": source, "seconds": seconds, "runs": runs,
+            "warmup": warmup, "threads": 1,
+            "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
+                        "load_average_at_start": load},
+            "rows": rows, "targets": {k: {"target": TARGETS[k], "met": v} for k, v in checks.items()},
+            "notes": notes, "table": table}
+
+
+def main(argv: list[str]) -> int:
+    """Worker entry point: ``python -m distill.bench SPEC_JSON`` prints one JSON line."""
+    print(json.dumps(_worker(json.loads(argv[0]))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
