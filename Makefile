@@ -14,17 +14,16 @@ $(VENV)/.system-stamp: deploy/install-system-deps.sh
 $(VENV)/.stamp: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[distill,whisper,dev]'
+	$(PIP) install -q -e '.[distill,whisper,dev,demo]'
 	touch $@
 
 system-deps: $(VENV)/.system-stamp
 
 setup: $(VENV)/.system-stamp $(VENV)/.stamp
 
-## the main job: until the runtime lands, a synthesis demo of the smart-home example context
+## the main job: the shipped smart_home model hears its sample commands and publishes them over MQTT
 demo: setup
-	$(VENV)/bin/hubvoice-distill synth examples/lights.yaml -o $(WORK)/demo-corpus --utterances 24 --seed 1
-	$(VENV)/bin/hubvoice-distill corpus-stats $(WORK)/demo-corpus
+	$(VENV)/bin/hubvoice demo
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -18,6 +18,7 @@ The device commands come from :data:`DEMO_ACTIONS`, the same ``actions`` a hub.y
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import statistics
@@ -199,12 +200,15 @@ def demo_config(site: str, broker_url: str, outbox: Path, intents: Collection[st
                                 "audio": {"source": "mic"}}, source="hubvoice demo", broker=broker_url)
 
 
-def _event_id(payload: bytes) -> str | None:
+def _is_event(topics: Collection[str], event_id: str, arrival: Arrival) -> bool:
+    """Is ``arrival`` the intent event (or not-understood event) with id ``event_id``?"""
+    if arrival.topic not in topics:
+        return False
     try:
-        data = json.loads(payload)
+        data = json.loads(arrival.payload)
     except ValueError:
-        return None
-    return data.get("id") if isinstance(data, dict) else None
+        return False
+    return isinstance(data, dict) and data.get("id") == event_id
 
 
 def _describe(intent: str | None, slots: dict[str, Any]) -> str:
@@ -237,7 +241,7 @@ def play_samples(bundle: Bundle, hub: HubConfig, view: LiveView, out: TextIO, *,
             view.since = time.monotonic()  # the whole file has been "spoken": its audio ended now
             result = recognize_file(recognizer, path)
             event = publisher.publish_result(result, input_name=sample.audio.file)
-            got = view.wait_for(lambda a: a.topic in events and _event_id(a.payload) == event.id, timeout)
+            got = view.wait_for(functools.partial(_is_event, events, event.id), timeout)
             same = (result.understood, result.intent, result.slots) == (
                 expected.get("understood"), expected.get("intent"), expected.get("slots", {}))
             ok += same
