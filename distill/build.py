@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import time
 from collections.abc import Iterator
@@ -118,6 +119,22 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
     return chosen
 
 
+def build_section(context_path: str | Path, out: Path, preset: str, seed: int, utterances: int | None,
+                  stages_s: dict[str, float]) -> str:
+    """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage."""
+    command = f"hubvoice-distill build {context_path} -o {out} --preset {preset} --seed {seed}"
+    if utterances:
+        command += f" --utterances {utterances}"
+    if preset == "custom":
+        command += "  # a custom Preset object (see recipe above), not a named preset"
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, no GPU" \
+        if not torch.cuda.is_available() else f"{platform.machine()}, GPU {torch.cuda.get_device_name(0)}"
+    total = sum(stages_s.values())
+    table = format_table([*({"stage": k, "seconds": v} for k, v in stages_s.items()),
+                          {"stage": "total (until export)", "seconds": round(total, 1)}], ["stage", "seconds"])
+    return f"Rebuild from scratch (seed {seed}) on {machine}:\n\n    {command}\n\n{table}"
+
+
 def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
           utterances: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
@@ -182,8 +199,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                    "params": cost["teacher_params"], "MMACs/s": enc_macs / 1e6},
                                   {"model": "student", "params": cost["student_params"],
                                    "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
-            "Build": format_table([{"stage": k, "seconds": v} for k, v in report.stages_s.items()],
-                                  ["stage", "seconds"]),
+            "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s),
         }
         calib = [train.audio[i] for i in np.random.default_rng(seed).choice(len(train), min(64, len(train)), False)]
         bundle_args: dict[str, Any] = dict(
