@@ -43,10 +43,27 @@ class TeacherConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+_LAST_AUGMENTED: list[tuple[tuple[Any, ...], ClipSet]] = []
+"""The last result of :func:`augmented_copies` (the teacher and the student stages of a build ask for the
+same copies; augmenting 8k clips takes minutes)."""
+
+
 def augmented_copies(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int = 0) -> ClipSet:
-    """``clips`` followed by ``copies`` deterministic augmented versions of each (babble from the same set)."""
+    """``clips`` followed by ``copies`` deterministic augmented versions of each (babble from the same set).
+
+    The result is deterministic given (clip keys, copies, cfg, seed), so the last one is kept and reused.
+    """
     if copies <= 0:
         return clips
+    key = (id(clips), len(clips.keys), hashlib.sha1("\n".join(clips.keys).encode()).hexdigest(), copies, repr(cfg), seed)
+    if _LAST_AUGMENTED and _LAST_AUGMENTED[0][0] == key:
+        return _LAST_AUGMENTED[0][1]
+    result = _augment(clips, copies, cfg, seed)
+    _LAST_AUGMENTED[:] = [(key, result)]
+    return result
+
+
+def _augment(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int) -> ClipSet:
     aug = Augmenter(cfg, babble_pool=clips.audio)
     audio, refs, keys, rows = list(clips.audio), list(clips.references), list(clips.keys), [clips.targets]
     for k in range(copies):

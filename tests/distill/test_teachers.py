@@ -98,3 +98,20 @@ def test_ensemble_is_a_black_box_teacher() -> None:
     other.layout = HeadLayout(intents=(NOT_UNDERSTOOD, "x"), slots=())  # type: ignore[misc]
     with pytest.raises(ValueError, match="share one head layout"):
         EnsembleTeacher([_Fixed(0.9), other])
+
+
+def test_augmented_copies_are_deterministic_and_computed_once() -> None:
+    from distill.augment import AugmentConfig
+    from distill.data import ClipSet
+    from distill.teach import augmented_copies
+
+    rng = np.random.default_rng(0)
+    audio = [(0.1 * rng.standard_normal(8000 + 160 * i)).astype(np.float32) for i in range(4)]
+    clips = ClipSet("toy", audio, [None] * 4, np.zeros((4, 1), np.int64), [f"k{i}" for i in range(4)])  # type: ignore[list-item]
+    first = augmented_copies(clips, 1, AugmentConfig(), seed=3)
+    assert len(first) == 8 and first.keys[4:] == [f"k{i}|aug0|seed3" for i in range(4)]
+    assert augmented_copies(clips, 1, AugmentConfig(), seed=3) is first  # the student stage reuses the teacher's
+    other = augmented_copies(clips, 1, AugmentConfig(), seed=4)
+    assert other is not first and not np.array_equal(other.audio[4], first.audio[4])
+    again = augmented_copies(clips, 1, AugmentConfig(), seed=3)  # recomputed: the same audio
+    assert again is not first and all(np.array_equal(a, b) for a, b in zip(again.audio, first.audio, strict=True))
