@@ -103,13 +103,18 @@ def _summary(m: Metrics) -> dict[str, Any]:
 
 def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], threshold: float,
                   per_intent: int = 1, negatives: int = 1) -> list[tuple[np.ndarray, dict[str, Any]]]:
-    """Clips from held-out voices the student gets right: one per intent (shortest first) and a negative."""
+    """Clips from held-out voices the student gets right: one per intent and a negative.
+
+    Per intent the clip that says the most slots is chosen (ties: the shorter), so the samples (and the
+    demo) show what the model can do; the negative is the shortest out-of-domain sentence.
+    """
     from distill.evaluate import decide_all, is_correct
 
     decisions = decide_all(layout, probs[0], probs[1:], threshold=threshold)
     chosen: list[tuple[np.ndarray, dict[str, Any]]] = []
     seen: dict[str | None, int] = {}
-    for i in np.argsort([len(a) for a in test.audio]):
+    order = sorted(range(len(test)), key=lambda i: (-len(test.references[i].slots), len(test.audio[i])))
+    for i in order:
         ref, d = test.references[i], decisions[i]
         limit = negatives if ref.intent is None else per_intent
         if not is_correct(ref, d) or seen.get(ref.intent, 0) >= limit or (ref.intent is None and ref.kind != "out_of_domain"):
