@@ -79,8 +79,9 @@ class MqttListener:
 
     def __init__(self, config: MqttConfig, *, client_id: str) -> None:
         self.config = replace(config, client_id=client_id)
-        self._client = build_client(self.config, status_topic=f"{config.prefix}/.listener")
-        self._client.will_clear()
+        # a clean session and no will: it only receives live audio and listen requests (QoS 0),
+        # nothing worth keeping for it while it is away, and the Publisher owns the site's status
+        self._client = build_client(self.config, status_topic=f"{config.prefix}/.listener", presence=False)
         self._client.on_connect = self._on_connect
         self._client.on_message = self._on_message
         self.subscribed = threading.Event()
