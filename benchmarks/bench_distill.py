@@ -3,11 +3,13 @@
     .venv/bin/python benchmarks/bench_distill.py --context examples/digits.yaml \
         --corpus work/digits-6k --real ../shared/data/fsdd-dev --out work/bench-digits
 
-Trains the Whisper-encoder teacher's heads, then the same student (same steps, data and
-seeds) with hard labels only, with output KD, and with output + feature KD; evaluates
-each on the corpus's held-out test voices (clean, 15 dB, 6 dB SNR of household/babble/
-colored noise) and, when --real is given, on real recordings (FSDD digits: never
-trained on). Prints markdown tables and writes results.json. A benchmark, not a test.
+Trains the teacher (``--teacher whisper``: heads on the frozen Whisper encoder;
+``--teacher scratch``: the from-scratch transformer baseline, distill/teachers/scratch.py),
+then the same student (same steps, data and seeds) with hard labels only, with output KD,
+and with output + feature KD; evaluates each on the corpus's held-out test voices (clean,
+15 dB, 6 dB SNR of household/babble/colored noise) and, when --real is given, on real
+recordings (FSDD digits: never trained on). Prints markdown tables and writes results.json.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -32,6 +34,13 @@ from distill.evaluate import format_table
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
 from distill.teach import TeacherConfig, train_teacher
+from distill.teachers.base import Teacher
+from distill.teachers.scratch import (
+    ScratchNetConfig,
+    ScratchTeacherConfig,
+    scratch_macs_per_second,
+    train_scratch_teacher,
+)
 from distill.train import TrainConfig
 
 VARIANTS = {"hard": (1.0, 0.0, 0.0), "kd": (0.5, 1.0, 0.0), "kd+feat": (0.5, 1.0, 1.0)}
@@ -43,6 +52,10 @@ def main() -> None:
     ap.add_argument("--corpus", required=True, type=Path)
     ap.add_argument("--real", type=Path, help="FSDD-style folder of real recordings (evaluation only)")
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--teacher", default="whisper", choices=["whisper", "scratch"],
+                    help="whisper: heads on the frozen Whisper encoder; scratch: a transformer trained from scratch")
+    ap.add_argument("--scratch-size", type=int, nargs=3, default=[128, 4, 4], metavar=("D_MODEL", "LAYERS", "HEADS"),
+                    help="width, layers and attention heads of the scratch teacher")
     ap.add_argument("--teacher-steps", type=int, default=1500)
     ap.add_argument("--teacher-copies", type=int, default=1)
     ap.add_argument("--student-steps", type=int, default=2000)
@@ -72,18 +85,35 @@ def main() -> None:
     print(f"train {len(train)}, val {len(val)}, test {len(test)} clips; conditions: {', '.join(conditions)}")
 
     t0 = time.time()
-    tcfg = TeacherConfig(copies=args.teacher_copies, window_s=args.window,
-                         train=TrainConfig(steps=args.teacher_steps, batch_size=64, lr=2e-3, warmup=100, eval_every=250))
     cache = Path("work/cache/whisper")
-    teacher, tmetrics = train_teacher(train, val, layout, tcfg, args.out / "teacher", cache_dir=cache,
-                                      also=conditions, progress=False)
+    teacher: Teacher
+    if args.teacher == "scratch":
+        d_model, layers, heads = args.scratch_size
+        scfg = ScratchTeacherConfig(
+            net=ScratchNetConfig(d_model=d_model, layers=layers, heads=heads), copies=args.teacher_copies,
+            window_s=args.window, train=TrainConfig(steps=args.teacher_steps, batch_size=64, lr=1e-3, min_lr=1e-5,
+                                                    warmup=150, eval_every=250))
+        scratch, tmetrics = train_scratch_teacher(train, val, layout, scfg, args.out / "teacher", also=conditions,
+                                                  progress=False)
+        teacher, t_params, t_macs = scratch, count_parameters(scratch.net), scratch_macs_per_second(scratch.net,
+                                                                                                   args.window)
+        teacher_label = f"teacher (scratch transformer {d_model}x{layers})"
+    else:
+        tcfg = TeacherConfig(copies=args.teacher_copies, window_s=args.window,
+                             train=TrainConfig(steps=args.teacher_steps, batch_size=64, lr=2e-3, warmup=100,
+                                               eval_every=250))
+        whisper, tmetrics = train_teacher(train, val, layout, tcfg, args.out / "teacher", cache_dir=cache,
+                                          also=conditions, progress=False)
+        enc_params, t_macs = whisper_encoder_cost(whisper.head.cfg.d_in, tcfg.window_s)
+        teacher, t_params = whisper, enc_params + count_parameters(whisper.head)
+        teacher_label = "teacher (Whisper base enc. + heads)"
     teacher_s = time.time() - t0
-    enc_params, enc_macs = whisper_encoder_cost(teacher.head.cfg.d_in, tcfg.window_s)
     results: dict[str, Any] = {
-        "teacher": {"params": enc_params + count_parameters(teacher.head), "macs_per_s": enc_macs,
-                    "train_seconds": round(teacher_s), **{k: m.command_acceptance for k, m in tmetrics.items()}},
+        "teacher": {"kind": args.teacher, "params": t_params, "macs_per_s": t_macs, "train_seconds": round(teacher_s),
+                    **{k: m.command_acceptance for k, m in tmetrics.items()}},
         "students": {},
     }
+    print(json.dumps({"teacher": results["teacher"]}))
 
     for variant in args.variants:
         alpha, beta, gamma = VARIANTS[variant]
@@ -108,7 +138,7 @@ def main() -> None:
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     cond = list(conditions)
-    teacher_row = {"model": "teacher (Whisper base enc. + heads)", "params": results["teacher"]["params"],
+    teacher_row = {"model": teacher_label, "params": results["teacher"]["params"],
                    "MMACs/s": results["teacher"]["macs_per_s"] / 1e6,
                    **{c: results["teacher"][c] for c in cond if c in results["teacher"]}}
     rows = [teacher_row]
