@@ -64,7 +64,7 @@ PRESETS: dict[str, Preset] = {
         utterances=10000,
         teacher=TeacherConfig(window_s=5.0, copies=1, train=TrainConfig(steps=2000, batch_size=64, lr=2e-3,
                                                                           warmup=100, eval_every=250)),
-        student=StudentRecipe(train=TrainConfig(steps=3000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
+        student=StudentRecipe(train=TrainConfig(steps=6000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
                                                 alpha=0.5, beta=1.0, gamma=1.0),
                               copies=1, max_seconds=5.0),
     ),
@@ -144,6 +144,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
           utterances: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
     """Run the whole pipeline; returns the bundle folder. See the module docstring."""
+    from assistant.bundle import load_bundle
     from distill.bundle import write_bundle
 
     if isinstance(preset, str) and preset not in PRESETS:
@@ -224,8 +225,14 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         try:
             bundle = write_bundle(out, **bundle_args)
         except BundleError as exc:  # the int8 model decides a sample differently from the fp32 student
-            _LOGGER.warning("%s; recording the bundled model's own decisions for the samples instead", exc)
+            # keep only the samples the shipped (int8) model gets right: a sample is a command and its meaning
+            _LOGGER.warning("%s; dropping the samples the int8 model decides differently", exc)
             bundle_args["samples"] = [(audio, None) for audio, _ in samples]
+            own = load_bundle(write_bundle(out, **bundle_args)).manifest.samples
+            agree = [(audio, want) for (audio, want), got in zip(samples, own, strict=True)
+                     if {k: got.expected.get(k) for k in want} == want]
+            _LOGGER.warning("kept %d of %d samples", len(agree), len(samples))
+            bundle_args["samples"], bundle_args["overwrite"] = agree, True
             bundle = write_bundle(out, **bundle_args)
     report.stages_s["total"] = round(time.time() - started, 1)
     (root / "build.json").write_text(json.dumps({"stages_s": report.stages_s, "metrics": report.metrics,
