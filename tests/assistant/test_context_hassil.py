@@ -55,7 +55,7 @@ HA: dict[str, Any] = {
 
 
 def test_import_without_runtime_lists(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.DEBUG):
         ctx = import_hassil(HA)
     assert ctx.intents == ("HassTurnOn", "HassLightSet", "HassTimer")  # HassBroadcast needs free text
     turn_on = ctx.expressions["HassTurnOn"]
