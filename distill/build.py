@@ -137,7 +137,10 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
     total = sum(stages_s.values())
     table = format_table([*({"stage": k, "seconds": v} for k, v in stages_s.items()),
                           {"stage": "total (until export)", "seconds": round(total, 1)}], ["stage", "seconds"])
-    return f"Rebuild from scratch (seed {seed}) on {machine}:\n\n    {command}\n\n{table}"
+    return (f"Rebuild from scratch (seed {seed}) with\n\n    {command}\n\nThe time of the `build` run that wrote this "
+            f"bundle, on {machine}. A run reuses what its work folder already holds (synthesized clips, teacher "
+            f"encodings, finished checkpoints), so only a run in an empty work folder shows the from-scratch "
+            f"time (docs/BENCHMARKS.md):\n\n{table}")
 
 
 def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
