@@ -263,7 +263,7 @@ def run_demo(bundle_dir: str | Path, *, broker: str | None = None, site: str = "
     local = None if broker else InProcessBroker().start()
     url = broker if broker else local.url if local else ""
     print(f"hubvoice demo: model {bundle.name} ({bundle.model_path.stat().st_size / 1024:.0f} KiB, "
-          f"{len(bundle.layout.intents)} intents), broker {url}{' (in-process)' if local else ''}, site {site}",
+          f"{len(bundle.layout.intents) - 1} intents), broker {url}{' (in-process)' if local else ''}, site {site}",
           file=out, flush=True)
     view = LiveView(url, out).start()
     try:
