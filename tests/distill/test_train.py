@@ -110,7 +110,8 @@ flat = torch.cat([p.detach().flatten() for p in model.parameters()])
 gathered = [torch.zeros_like(flat) for _ in range(dist.get_world_size())]
 dist.all_gather(gathered, flat)
 assert torch.equal(gathered[0], gathered[1]), "ranks diverged"
-print("rank", dist.get_rank(), "ok", float(flat.abs().sum()))
+print("rank", dist.get_rank(), "ok", float(flat.abs().sum()), flush=True)
+dist.barrier()  # both ranks done before tearing gloo down (a rank leaving early can abort the other's threads)
 dist.destroy_process_group()
 """
 
