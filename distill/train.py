@@ -142,6 +142,20 @@ def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimiz
     tmp.replace(path)
 
 
+_SCHEDULE_FREE = ("eval_every", "patience")
+"""TrainConfig fields a resumed run may change: they do not change the weights' trajectory."""
+
+
+def _check_resumable(path: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
+    """ConfigError when ``path`` was trained with settings this run would not reproduce (a silent mix)."""
+    now = cfg.to_dict()
+    changed = sorted(k for k in now if k not in _SCHEDULE_FREE and k in saved and saved[k] != now[k])
+    if changed:
+        what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed)
+        raise ConfigError(f"{path}: cannot resume: this run changes {what}; move the folder aside (or delete it) "
+                          f"to train from scratch, or keep the old settings")
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint` (plain tensors and JSON-like data only)."""
     data: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
@@ -178,6 +192,7 @@ def fit(
     last = out_dir / "last.pt"
     if last.is_file():
         ckpt = load_checkpoint(last)
+        _check_resumable(last, ckpt.get("train_config") or {}, cfg)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         if project is not None and ckpt.get("project") is not None:

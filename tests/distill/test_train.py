@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from assistant.errors import ConfigError  # noqa: E402
 from distill.teachers.neural import EncoderHead, HeadConfig  # noqa: E402
 from distill.train import Batch, TrainConfig, batch_indices, fit, load_checkpoint, lr_at  # noqa: E402
 
@@ -86,6 +88,12 @@ def test_learns_and_resumes_exactly(tmp_path: Path) -> None:
     ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
     assert ckpt["step"] == 40 and ckpt["train_config"]["steps"] == 40
     assert (tmp_path / "b" / "metrics.csv").read_text().count("\n") == 3  # header + 2 evaluations
+    # A run with other settings would silently mix two recipes: refused, naming what changed.
+    longer = TrainConfig(steps=80, batch_size=16, lr=1e-2, min_lr=1e-3, warmup=5, eval_every=20)
+    with pytest.raises(ConfigError, match=r"cannot resume: this run changes steps 40 -> 80"):
+        fit(_model(), _make(x, ys), len(x), _accuracy(x, ys), longer, tmp_path / "b", progress=False)
+    # evaluation cadence does not change the weights: allowed
+    fit(_model(), _make(x, ys), len(x), _accuracy(x, ys), replace(cfg, eval_every=10), tmp_path / "b", progress=False)
 
 
 def test_early_stopping(tmp_path: Path) -> None:
