@@ -153,13 +153,15 @@ def write_bundle(
     keep_fp32: bool = False,
     max_seconds: float = 10.0,
     overwrite: bool = False,
+    drop_mismatched: bool = False,
 ) -> Path:
     """Export ``student`` into a verified bundle at ``out_dir`` and return its path.
 
     ``samples``: (16 kHz float audio, expected result) pairs; the expected result is an
     InferenceResult-like mapping (``understood``, ``intent``, ``slots``) or None to record
     whatever the bundled model decides. A sample the bundled model decides differently from
-    its expectation is a BundleError. ``calibration_clips`` feed static quantization (corpus
+    its expectation is a BundleError, or with ``drop_mismatched`` is left out of the bundle
+    (logged; a BundleError if none is left). ``calibration_clips`` feed static quantization (corpus
     clips in real use). ``card_tables`` maps section titles to markdown tables for the card.
     """
     out = Path(out_dir)
@@ -185,7 +187,7 @@ def write_bundle(
                threshold=threshold, samples=samples, calibration_clips=calibration_clips,
                teacher_info=dict(teacher_info or {}), recipe=dict(recipe or {}), metrics=dict(metrics or {}),
                card_tables=dict(card_tables or {}), quantize=quantize, keep_fp32=keep_fp32,
-               max_samples=int(round(max_seconds * SAMPLE_RATE)))
+               max_samples=int(round(max_seconds * SAMPLE_RATE)), drop_mismatched=drop_mismatched)
         load_bundle(tmp, self_test=True)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and write_wav create owner-only files
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -207,7 +209,7 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
            threshold: float, samples: Sequence[tuple[np.ndarray, Mapping[str, Any] | None]],
            calibration_clips: Sequence[np.ndarray], teacher_info: dict[str, Any], recipe: dict[str, Any],
            metrics: dict[str, Any], card_tables: dict[str, str], quantize: str, keep_fp32: bool,
-           max_samples: int) -> None:
+           max_samples: int, drop_mismatched: bool) -> None:
     outputs = output_names(layout)
     audios = [np.asarray(audio, np.float32).reshape(-1) for audio, _ in samples]
     fp32 = tmp / "model.fp32.onnx"
@@ -251,8 +253,13 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
         audio = read_wav(tmp / rel)
         got = _decision(recognizer.recognize(audio, rel).to_dict())
         if expected is not None and not _same(got, _decision(expected)):
-            raise BundleError(f"sample {rel}: the {manifest.precision} model decides {got}, expected "
-                              f"{_decision(expected)}; pick samples the model gets right")
+            problem = (f"sample {rel}: the {manifest.precision} model decides {got}, expected "
+                       f"{_decision(expected)}")
+            if not drop_mismatched:
+                raise BundleError(f"{problem}; pick samples the model gets right")
+            _LOGGER.warning("%s; leaving it out", problem)
+            (tmp / rel).unlink()
+            continue
         stream_got = None
         if streaming is not None:
             stream = recognizer.stream()
@@ -260,6 +267,9 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
                 stream.feed(audio[start : start + streaming.chunk_multiple * 10])
             stream_got = _decision(stream.result(rel).to_dict())
         specs.append(SampleSpec(FileRef(rel, sha256_file(tmp / rel)), got, stream_got))
+    if not specs:
+        raise BundleError(f"none of the {len(sample_refs)} samples is decided as expected by the "
+                          f"{manifest.precision} model; pick samples the model gets right")
     if quantize != "none":
         rate = agreement(recognizer, reference, _parity_clips(audios, calibration_clips))
         metrics = {**metrics, "int8_fp32_agreement": round(rate, 4)}

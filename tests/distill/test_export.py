@@ -28,6 +28,7 @@ import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import torch  # noqa: E402
 
+from assistant.bundle import load_bundle  # noqa: E402
 from assistant.context import parse_context  # noqa: E402
 from assistant.decode import HeadLayout, decode  # noqa: E402
 from assistant.errors import BundleError, ConfigError  # noqa: E402
@@ -319,6 +320,17 @@ def test_write_bundle_checks_expectations_and_leaves_nothing_behind(tmp_path: Pa
         write_bundle(out, student=student, layout=layout, context_path=tmp_path / "context.yaml", threshold=1.0,
                      samples=[(speechlike(16000, 1), wrong)], quantize="none")
     assert list((tmp_path / "models").iterdir()) == []
+    # drop_mismatched leaves such a sample out (threshold 1.0: the model understands nothing)
+    with pytest.raises(BundleError, match="none of the 1 samples is decided as expected"):
+        write_bundle(out, student=student, layout=layout, context_path=tmp_path / "context.yaml", threshold=1.0,
+                     samples=[(speechlike(16000, 1), wrong)], quantize="none", drop_mismatched=True)
+    rejected = {"understood": False, "intent": None, "slots": {}}
+    kept = write_bundle(out, student=student, layout=layout, context_path=tmp_path / "context.yaml", threshold=1.0,
+                        samples=[(speechlike(16000, 1), wrong), (speechlike(16000, 2), rejected)], quantize="none",
+                        drop_mismatched=True)
+    assert [s.audio.file for s in load_bundle(kept).manifest.samples] == ["samples/01_not_understood.wav"]
+    assert sorted(p.name for p in (kept / "samples").iterdir()) == ["01_not_understood.wav"]
+    shutil.rmtree(kept)
     other = HeadLayout(("__not_understood__", "lights"), (), {})
     with pytest.raises(BundleError, match="the layout does not match the context"):
         write_bundle(out, student=student, layout=other, context_path=tmp_path / "context.yaml", threshold=0.5,
