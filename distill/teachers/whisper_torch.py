@@ -336,8 +336,8 @@ class WhisperEncoderNet(nn.Module):
         net = cls(cfg)
         names = _ct2_names(cfg)
         expected = {f"{scope}/{n}" for n in names.values()} | {f"{scope}/num_heads"}
-        extra = sorted(n for n in model.variables if n.startswith(f"{scope}/") and n not in expected
-                       and not n.endswith("_scale"))
+        expected |= {f"{n}_scale" for n in expected}  # quantization scales of those weights
+        extra = sorted(n for n in model.variables if n.startswith(f"{scope}/") and n not in expected)
         if extra:
             raise TeacherModelError(f"model.bin: encoder variables this encoder does not implement: {', '.join(extra[:5])}")
         state = net.state_dict()
