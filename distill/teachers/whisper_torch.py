@@ -473,8 +473,10 @@ def export_teacher(net: WhisperEncoderNet, head: EncoderHead, path: str | os.Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = TeacherProbabilities(net, head).eval()
-    for name in ("onnxscript", "onnx_ir"):
+    for name in ("onnxscript", "onnx_ir"):  # their INFO lines describe every rewrite pass
         logging.getLogger(name).setLevel(logging.WARNING)
+    # "torchvision is not installed. Skipping torchvision::nms" and the like, once per export
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = torch.randn(2, samples) * 0.1  # batch 2: a size-1 axis would be specialized
     with torch.no_grad():
