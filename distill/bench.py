@@ -24,9 +24,9 @@ built (CTranslate2 encoder, int8 compute), the encoder in torch fp32
 ``model.bin``), and the whole teacher as one fp32 ONNX graph exported from that
 (:func:`distill.teachers.whisper_torch.export_teacher`; log-mel inside, into a temporary
 folder). Acceptance reuses ``eval``'s code (:func:`distill.assess.decide_clips`) for the
-students and ``build``'s (:func:`distill.teach.probs_metrics`, threshold 0) for the
-teachers; each teacher row also says how many clips it decides exactly as the first
-teacher row.
+students and scores the teachers as ``build`` does (:func:`distill.evaluate.decide_all` at
+threshold 0, as :func:`distill.teach.probs_metrics`); each teacher row also says on how many
+clips it decides exactly as the first teacher row (``agreement``).
 """
 
 from __future__ import annotations
