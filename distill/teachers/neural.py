@@ -82,12 +82,32 @@ def pool_frames(frames: np.ndarray, stride: int) -> np.ndarray:
     return frames[:, : t2 * stride].reshape(b, t2, stride, d).mean(axis=2)
 
 
+DEFAULT_CACHE_TAG = "ct2-int8"
+"""The engine of the first cache files (CTranslate2, int8): its keys carry no tag, so they keep hitting."""
+
+
+def cache_paths(encoder: Any, keys: Sequence[str], cache_dir: Path, *, stride: int = 1) -> list[Path]:
+    """The cache file of each key's frames: a hash of (model dir, window, stride[, engine], key).
+
+    The engine is the encoder's ``cache_tag`` (e.g. ``"ct2-int8"``, ``"torch-fp32"``), so
+    features of different engines never share a file. It is left out of the key when the
+    encoder has none or it is :data:`DEFAULT_CACHE_TAG`, the key the cache was first written with.
+    """
+    tag = f"{encoder.model_dir.resolve()}|{encoder.window_s}|{stride}"
+    engine = getattr(encoder, "cache_tag", None)
+    if engine is not None and engine != DEFAULT_CACHE_TAG:
+        tag = f"{tag}|{engine}"
+    return [cache_dir / (hashlib.sha1(f"{tag}|{k}".encode()).hexdigest() + ".npy") for k in keys]
+
+
 def encode_cached(encoder: Any, clips: Sequence[np.ndarray], keys: Sequence[str], cache_dir: Path,
                   *, stride: int = 1, batch_size: int = 16) -> np.ndarray:
-    """Encoder frames for each clip, computed once per (encoder, window, stride, key) and cached as float16."""
-    tag = f"{encoder.model_dir.resolve()}|{encoder.window_s}|{stride}"
+    """Encoder frames for each clip, computed once per (encoder, window, stride, key) and cached as float16.
+
+    The files are named by :func:`cache_paths`.
+    """
     cache_dir.mkdir(parents=True, exist_ok=True)
-    paths = [cache_dir / (hashlib.sha1(f"{tag}|{k}".encode()).hexdigest() + ".npy") for k in keys]
+    paths = cache_paths(encoder, keys, cache_dir, stride=stride)
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
     for start in range(0, len(todo), batch_size):
         idx = todo[start : start + batch_size]

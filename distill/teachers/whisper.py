@@ -114,10 +114,16 @@ class WhisperEncoder:
         self.model_dir = find_model_dir(model_dir)
         self.features = WhisperFeatures(window_s)
         self.window_s = window_s
+        self.compute_type = compute_type
         self._model = ctranslate2.models.Whisper(
             str(self.model_dir), device="cpu", compute_type=compute_type, intra_threads=threads or os.cpu_count() or 1
         )
         self._sv = ctranslate2.StorageView
+
+    @property
+    def cache_tag(self) -> str:
+        """The engine, for :func:`distill.teachers.neural.encode_cached`'s keys: ``ct2-<compute_type>``."""
+        return f"ct2-{self.compute_type}"
 
     def encode(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         mel = self.features(audio)

@@ -387,7 +387,7 @@ class TorchWhisperEncoder:
     """Whisper's encoder in torch fp32: audio → ``[batch, window frames / 2, d_model]``.
 
     The interface of :class:`distill.teachers.whisper.WhisperEncoder` (``encode``,
-    ``window_s``, ``model_dir``, ``features``); the weights come from the same ``model.bin``.
+    ``window_s``, ``model_dir``, ``features``, ``cache_tag``); the weights come from the same ``model.bin``.
     ``net`` is the trainable module (parameters require grad); ``encode`` runs it without grad.
     """
 
@@ -396,6 +396,11 @@ class TorchWhisperEncoder:
         self.features = WhisperFeatures(window_s)
         self.window_s = window_s
         self.net = load_encoder_net(self.model_dir)
+
+    @property
+    def cache_tag(self) -> str:
+        """The engine, for :func:`distill.teachers.neural.encode_cached`'s keys (never shared with CTranslate2's)."""
+        return "torch-fp32"
 
     def encode(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         mel = torch.from_numpy(self.features(audio))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,15 @@ torch = pytest.importorskip("torch")
 from assistant.decode import ABSENT, NOT_UNDERSTOOD, HeadLayout  # noqa: E402
 from assistant.wav import read_wav  # noqa: E402
 from distill.teachers.base import EnsembleTeacher, Teacher, TeacherOutput  # noqa: E402
-from distill.teachers.neural import EncoderHead, EncoderTeacher, HeadConfig, encode_cached, pool_frames  # noqa: E402
+from distill.teachers.neural import (  # noqa: E402
+    DEFAULT_CACHE_TAG,
+    EncoderHead,
+    EncoderTeacher,
+    HeadConfig,
+    cache_paths,
+    encode_cached,
+    pool_frames,
+)
 from distill.teachers.whisper import TeacherModelError, find_model_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +48,48 @@ class _FakeEncoder:
         return np.stack([np.full((10, 16), float(a.mean()), np.float32) for a in audio])
 
 
+class _TaggedEncoder(_FakeEncoder):
+    """A fake encoder of one engine (``cache_tag``), returning ``value`` everywhere."""
+
+    def __init__(self, cache_tag: str, value: float, model_dir: Path = Path("fake"), window_s: float = 1.0) -> None:
+        super().__init__()
+        self.cache_tag, self.value, self.model_dir, self.window_s = cache_tag, value, model_dir, window_s
+
+    def encode(self, audio: list[np.ndarray]) -> np.ndarray:
+        self.calls += 1
+        return np.full((len(audio), 10, 16), self.value, np.float32)
+
+
+def _key_before_engines(encoder: object, key: str, stride: int) -> str:
+    """The cache file name as encode_cached named it before engines had tags (the existing cache's files)."""
+    tag = f"{encoder.model_dir.resolve()}|{encoder.window_s}|{stride}"  # type: ignore[attr-defined]
+    return hashlib.sha1(f"{tag}|{key}".encode()).hexdigest() + ".npy"
+
+
+def test_cache_keys_keep_ct2_int8_files_and_separate_other_engines(tmp_path: Path) -> None:
+    keys = ["train/00017", "val/00003"]
+    old = [_key_before_engines(_FakeEncoder(), k, 2) for k in keys]
+    int8 = _TaggedEncoder("ct2-int8", 1.0)
+    assert DEFAULT_CACHE_TAG == "ct2-int8"
+    assert [p.name for p in cache_paths(int8, keys, tmp_path, stride=2)] == old  # the existing cache keeps hitting
+    assert [p.name for p in cache_paths(_FakeEncoder(), keys, tmp_path, stride=2)] == old  # no tag: as before
+    # pinned: an absolute model dir, window 5.0, stride 2 (the numbers the smart_home cache was written with)
+    pinned = _TaggedEncoder("ct2-int8", 1.0, Path("/models/whisper-base"), 5.0)
+    assert cache_paths(pinned, ["train/00017"], tmp_path, stride=2)[0].name == (
+        "808d3391f661a2a1c41dbd96d08769f309e4cf02.npy")
+    names = {tag: [p.name for p in cache_paths(_TaggedEncoder(tag, 0.0), keys, tmp_path, stride=2)]
+             for tag in ("ct2-int8", "ct2-float32", "torch-fp32")}
+    assert len({n for ns in names.values() for n in ns}) == 6  # three engines, two keys: six files
+
+    clips = [np.zeros(100, np.float32)] * 2
+    np.testing.assert_allclose(encode_cached(int8, clips, keys, tmp_path, stride=2), 1.0)
+    torch_enc = _TaggedEncoder("torch-fp32", 2.0)
+    np.testing.assert_allclose(encode_cached(torch_enc, clips, keys, tmp_path, stride=2), 2.0)  # not int8's files
+    assert int8.calls == 1 and torch_enc.calls == 1
+    np.testing.assert_allclose(encode_cached(int8, clips, keys, tmp_path, stride=2), 1.0)
+    assert int8.calls == 1 and len(list(tmp_path.glob("*.npy"))) == 4
+
+
 def test_model_dir_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(TeacherModelError, match="expected model.bin and config.json"):
         find_model_dir(tmp_path)
@@ -51,6 +103,8 @@ def test_whisper_encoder_on_real_speech(tmp_path: Path) -> None:
     assert (model_dir / "model.bin").stat().st_size > 100_000_000
     assert find_model_dir(model_dir) == model_dir
     enc = WhisperEncoder(model_dir, window_s=3.0)
+    assert enc.cache_tag == "ct2-int8"  # the default engine: cache files named as before engines had tags
+    assert cache_paths(enc, ["k"], tmp_path, stride=2)[0].name == _key_before_engines(enc, "k", 2)
     if FSDD.is_dir():
         clip = read_wav(FSDD / "7_jackson_32.wav")
     else:  # a checkout without the shared data: a tone instead of speech
@@ -84,7 +138,7 @@ class _Fixed:
     def __init__(self, p: float) -> None:
         self.p = p
 
-    def predict(self, audio: list[np.ndarray]) -> TeacherOutput:
+    def predict(self, audio: Sequence[np.ndarray]) -> TeacherOutput:
         n = len(audio)
         return TeacherOutput(probs=[np.tile([1 - self.p, self.p], (n, 1)), np.tile([0.2, 0.3, 0.5], (n, 1))])
 
@@ -95,7 +149,7 @@ def test_ensemble_is_a_black_box_teacher() -> None:
     np.testing.assert_allclose(out.probs[0][0], [0.2, 0.8])  # 0.75*0.9 + 0.25*0.5
     assert out.features is None and ens.name == "ensemble(fixed,fixed)"
     other = _Fixed(0.5)
-    other.layout = HeadLayout(intents=(NOT_UNDERSTOOD, "x"), slots=())  # type: ignore[misc]
+    other.layout = HeadLayout(intents=(NOT_UNDERSTOOD, "x"), slots=())
     with pytest.raises(ValueError, match="share one head layout"):
         EnsembleTeacher([_Fixed(0.9), other])
 

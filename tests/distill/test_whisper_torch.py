@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,7 +14,14 @@ torch = pytest.importorskip("torch")
 
 from assistant.decode import ABSENT, NOT_UNDERSTOOD, HeadLayout  # noqa: E402
 from assistant.wav import read_wav  # noqa: E402
-from distill.teachers.neural import EncoderHead, EncoderTeacher, HeadConfig, pool_frames  # noqa: E402
+from distill.teachers.neural import (  # noqa: E402
+    EncoderHead,
+    EncoderTeacher,
+    HeadConfig,
+    cache_paths,
+    encode_cached,
+    pool_frames,
+)
 from distill.teachers.whisper import TeacherModelError, WhisperFeatures, find_model_dir  # noqa: E402
 from distill.teachers.whisper_torch import (  # noqa: E402
     CT2Model,
@@ -219,6 +227,19 @@ def test_torch_encoder_has_whisper_encoders_interface_and_trains(tmp_path: Path)
     probs = EncoderTeacher(encoder, head, layout).predict(clips).probs
     assert [p.shape for p in probs] == [(2, 3), (2, 2)]
     np.testing.assert_allclose([p.sum(axis=1) for p in probs], 1.0, rtol=1e-5)
+
+
+def test_torch_encoder_features_are_cached_apart_from_ctranslate2s(tmp_path: Path) -> None:
+    folder = tiny_whisper_dir(tmp_path / "whisper")
+    encoder = TorchWhisperEncoder(folder, window_s=1.0)
+    assert encoder.cache_tag == "torch-fp32"
+    cache, keys, clips = tmp_path / "cache", ["a", "b"], [speechlike(0.6, 0), speechlike(0.9, 1)]
+    cache.mkdir()
+    for path in cache_paths(SimpleNamespace(model_dir=folder, window_s=1.0, cache_tag="ct2-int8"), keys, cache, stride=2):
+        np.save(path, np.zeros((25, TINY.d_model), np.float16))  # CTranslate2 int8 features of the same model
+    got = encode_cached(encoder, clips, keys, cache, stride=2)
+    np.testing.assert_allclose(got, pool_frames(encoder.encode(clips), 2), atol=0.01)  # its own, not int8's zeros
+    assert float(np.abs(got).mean()) > 0.1 and len(list(cache.glob("*.npy"))) == 4
 
 
 def test_logmel_conv_matches_whisper_features() -> None:
