@@ -27,8 +27,23 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def _names(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
+    """An argparse ``type``: a comma list of some of ``allowed`` (order kept, repeats dropped)."""
+
+    def parse(text: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+        unknown = [n for n in names if n not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(allowed)}; got {text!r}"
+                                             + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        return names
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
+    from distill.bench import TEACHER_ENGINES
     from distill.tts import ENGINE_NAMES
 
     common = _common()
@@ -122,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--runs", type=int, default=200, help="timed runs per model (default: 200)")
     be.add_argument("--warmup", type=int, default=20, help="untimed runs first (default: 20)")
     be.add_argument("--seconds", type=float, default=3.0, help="utterance length in seconds (default: 3)")
+    be.add_argument("--teacher-engines", type=_names(TEACHER_ENGINES), default=TEACHER_ENGINES, metavar="LIST",
+                    help=f"teacher rows to measure, a comma list of {','.join(TEACHER_ENGINES)} "
+                         f"(default: {','.join(TEACHER_ENGINES)})")
     be.add_argument("-o", "--out", type=Path, default=None, help="JSON file to write")
     be.set_defaults(func=_bench)
     return parser
@@ -133,7 +151,8 @@ def _bench(args: argparse.Namespace) -> int:
     from distill.bench import bench
 
     report = bench(args.bundle, build=args.build, teacher=args.teacher, whisper_dir=args.whisper, corpus=args.corpus,
-                   split=args.split, runs=args.runs, warmup=args.warmup, seconds=args.seconds)
+                   split=args.split, runs=args.runs, warmup=args.warmup, seconds=args.seconds,
+                   teacher_engines=args.teacher_engines)
     print(report["table"])
     for note in report["notes"]:
         print(f"- {note}")

@@ -94,3 +94,18 @@ def test_every_subcommand_takes_debug() -> None:
         assert parser.parse_args([*argv, "--debug"]).debug is True
         assert parser.parse_args(["--debug", *argv]).debug is True
         assert parser.parse_args(argv).debug is False
+
+
+def test_bench_teacher_engines_option(capsys: pytest.CaptureFixture[str]) -> None:
+    from distill.bench import TEACHER_ENGINES
+
+    parser = build_parser()
+    assert parser.parse_args(["bench", "b"]).teacher_engines == TEACHER_ENGINES == ("ct2", "torch", "onnx")
+    args = parser.parse_args(["bench", "b", "--teacher-engines", "onnx, ct2,onnx"])
+    assert args.teacher_engines == ("onnx", "ct2")  # the order given, repeats dropped
+    for bad, unknown in (("ct2,tpu", "(unknown: tpu)"), (",", "got ','")):
+        with pytest.raises(SystemExit) as exc:
+            main(["bench", "b", "--teacher-engines", bad])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --teacher-engines: expected a comma list of ct2, torch, onnx" in err and unknown in err
