@@ -325,6 +325,38 @@ class ClipReader(CalibrationDataReader):
         self._iter = iter(self.clips)
 
 
+def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with short internal names: every node and inner tensor renamed ``n<i>``/``t<i>``.
+
+    Quantization names each new tensor after its source weight plus a suffix
+    (``student.blocks.7.pointwise.weight_bias_DequantizeLinear`` ...): in a 70k-parameter int8
+    model those strings and the intermediate ``value_info`` are a third of the file. Graph
+    inputs and outputs keep their names (the manifest names them); ``value_info`` is dropped
+    (ONNX Runtime infers shapes at load). Subgraphs are not expected here and are refused.
+    """
+    g = model.graph
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    rename: dict[str, str] = {}
+
+    def new_name(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in rename:
+            rename[name] = f"t{len(rename)}"
+        return rename[name]
+
+    for t in g.initializer:
+        t.name = new_name(t.name)
+    for i, node in enumerate(g.node):
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            raise BundleError(f"compact_names: node {node.name!r} has a subgraph; not supported")
+        node.name = f"n{i}"
+        node.input[:] = [new_name(x) for x in node.input]
+        node.output[:] = [new_name(x) for x in node.output]
+    del g.value_info[:]
+    return model
+
+
 def quantize_model(fp32_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *, mode: str = "static",
                    calibration_clips: Sequence[np.ndarray] = ()) -> Path:
     """Quantize the whole-utterance graph to int8; the frontend stays float.
@@ -348,6 +380,7 @@ def quantize_model(fp32_path: str | os.PathLike[str], out_path: str | os.PathLik
         if mode == "dynamic":
             quantize_dynamic(src, dst, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
                              op_types_to_quantize=list(QUANTIZED_OPS))
+            onnx.save(compact_names(onnx.load(str(dst))), str(dst))
             _LOGGER.info("Quantized %s (dynamic, %d frontend nodes kept in float)", dst.name, len(exclude))
             return dst
         reader = ClipReader(calibration_clips)
@@ -356,6 +389,7 @@ def quantize_model(fp32_path: str | os.PathLike[str], out_path: str | os.PathLik
                         op_types_to_quantize=list(QUANTIZED_OPS))
     finally:
         logging.getLogger().removeFilter(quiet)
+    onnx.save(compact_names(onnx.load(str(dst))), str(dst))
     _LOGGER.info("Quantized %s (%s, %d calibration clips, %d frontend nodes kept in float)",
                  dst.name, mode, len(reader.clips), len(exclude))
     return dst

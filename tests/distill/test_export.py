@@ -227,6 +227,36 @@ def test_int8_agreement_with_fp32(built: Built, tmp_path: Path) -> None:
         assert same >= 0.8 * len(clips) and worst < 0.15
 
 
+def test_compact_names_keeps_the_graph_and_shrinks_the_file(built: Built, tmp_path: Path) -> None:
+    """quantize_model writes short internal names: same outputs as the quantizer's own long-named graph."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from distill.export import QUANTIZED_OPS, ClipReader, compact_names, output_names
+
+    fp32 = built.folder / "model.fp32.onnx"
+    calib = [speechlike(8000, 60), speechlike(16000, 61)]
+    raw = tmp_path / "raw.onnx"
+    quantize_static(fp32, raw, ClipReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=frontend_nodes(onnx.load(str(fp32))), op_types_to_quantize=list(QUANTIZED_OPS))
+    ours = quantize_model(fp32, tmp_path / "model.onnx", mode="static", calibration_clips=calib)
+    model = onnx.load(str(ours))
+    onnx.checker.check_model(model)
+    assert not model.graph.value_info
+    assert all(n.name.startswith("n") and len(n.name) <= 5 for n in model.graph.node)
+    assert [v.name for v in model.graph.input] == [v.name for v in onnx.load(str(raw)).graph.input]
+    assert [v.name for v in model.graph.output] == output_names(built.layout)
+    assert ours.stat().st_size < 0.9 * raw.stat().st_size
+    for i in range(3):
+        clip = speechlike(7000 + 3001 * i, 70 + i)[None]
+        for a, b in zip(run(raw, clip), run(ours, clip), strict=True):
+            assert np.array_equal(a, b)
+    with pytest.raises(BundleError, match="subgraph"):
+        graph = onnx.helper.make_graph([], "g", [], [])
+        node = onnx.helper.make_node("If", ["c"], ["y"], then_branch=graph, else_branch=graph)
+        compact_names(onnx.helper.make_model(onnx.helper.make_graph([node], "m", [], [])))
+
+
 def test_quantize_validates_its_arguments(built: Built, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="quantize: expected one of static, dynamic, none, got 'int4'"):
         quantize_model(built.folder / "model.fp32.onnx", tmp_path / "x.onnx", mode="int4")
