@@ -55,7 +55,11 @@ def student_probs(model: nn.Module, clips: ClipSet, batch: int = 64) -> list[np.
     outs: list[list[np.ndarray]] = []
     for s in range(0, len(order), batch):
         idx = order[s : s + batch]
-        logits = model(torch.from_numpy(pad_batch([clips.audio[i] for i in idx])))
+        audio = torch.from_numpy(pad_batch([clips.audio[i] for i in idx]))
+        if isinstance(model, Student):  # padding kept out of the pooling: each clip decided as if alone
+            logits = model(audio, torch.tensor([len(clips.audio[i]) for i in idx]))
+        else:
+            logits = model(audio)
         outs.append([torch.softmax(z, dim=-1).numpy() for z in logits])
     probs = [np.concatenate([o[h] for o in outs]) for h in range(len(outs[0]))]
     inverse = np.empty_like(order)
@@ -64,17 +68,21 @@ def student_probs(model: nn.Module, clips: ClipSet, batch: int = 64) -> list[np.
 
 
 class MelStudent(nn.Module):
-    """Trains a :class:`Student` from cached log-mel (its frontend has no weights to learn)."""
+    """Trains a :class:`Student` from cached log-mel (its frontend has no weights to learn).
+
+    Its input is :func:`pad_mel_valid`'s ``[B, n_mels + 1, T]``: the log-mel and, as the last
+    row, 1 on a clip's real frames and 0 on the padding, which the pooling then ignores.
+    """
 
     def __init__(self, student: Student) -> None:
         super().__init__()
         self.student = student
 
-    def forward_features(self, mel: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        return self.student.forward_mel(mel)
+    def forward_features(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return self.student.forward_mel(x[:, :-1], x[:, -1] > 0.5)
 
-    def forward(self, mel: torch.Tensor) -> list[torch.Tensor]:
-        return self.student.forward_mel(mel)[0]
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_features(x)[0]
 
 
 @torch.no_grad()
@@ -96,6 +104,27 @@ def pad_mel(mels: list[torch.Tensor], floor: float, multiple: int) -> torch.Tens
     out = torch.full((len(mels), mels[0].shape[0], t), floor)
     for i, m in enumerate(mels):
         out[i, :, : m.shape[1]] = m.float()
+    return out
+
+
+def pad_mel_valid(mels: list[torch.Tensor], floor: float, multiple: int) -> torch.Tensor:
+    """:class:`MelStudent`'s batch: log-mel ``[B, n_mels, T]`` + a last row marking the real frames.
+
+    Each clip is padded with its own quietest level per band (its 10th percentile) rather
+    than digital silence: padding is masked out of the pooling, but it still passes through
+    the batch-norm statistics, where the log of zero (an outlier far below any room's noise)
+    would squeeze the real frames' range.
+    """
+    t = max(m.shape[1] for m in mels)
+    t += (-t) % multiple
+    out = torch.zeros(len(mels), mels[0].shape[0] + 1, t)
+    for i, m in enumerate(mels):
+        m = m.float()
+        out[i, :-1, : m.shape[1]] = m
+        if m.shape[1] < t:
+            quiet = torch.quantile(m, 0.1, dim=1) if m.shape[1] > 1 else m[:, 0]
+            out[i, :-1, m.shape[1] :] = torch.maximum(quiet, torch.tensor(floor)).unsqueeze(1)
+        out[i, -1, : m.shape[1]] = 1.0
     return out
 
 
@@ -158,7 +187,7 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     teacher_rate = (t_feats.shape[1] / teacher_window_s) if t_feats is not None else 0.0
 
     def make_batch(idx: np.ndarray, step: int) -> Batch:
-        x = pad_mel([mels[i] for i in idx], floor, model.stride)
+        x = pad_mel_valid([mels[i] for i in idx], floor, model.stride)
         t = torch.from_numpy(idx)
         feats = None
         if t_feats is not None and cfg.gamma > 0:

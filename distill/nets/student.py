@@ -69,6 +69,22 @@ class StudentConfig:
         return cls(**data)
 
 
+_NEG = -1e30  # "minus infinity" that stays finite through exp(a - b)
+
+
+def step_mask(valid: torch.Tensor, stride: int, steps: int) -> torch.Tensor:
+    """``[B, steps]`` bool: the network steps made only of real frames, from the frame mask ``valid`` ``[B, T]``.
+
+    A step covers ``stride`` frames; it is real when its last frame is. The first step always
+    counts, so a clip shorter than one step still has something to pool.
+    """
+    mask = valid[:, stride - 1 :: stride][:, :steps].bool()
+    if mask.shape[1] < steps:
+        mask = F.pad(mask, (0, steps - mask.shape[1]))
+    mask[:, 0] = True
+    return mask
+
+
 class CausalBlock(nn.Module):
     """Depthwise dilated causal conv → BN → ReLU → pointwise conv → BN, plus the residual."""
 
@@ -172,25 +188,39 @@ class Student(nn.Module):
             outs.append(head(self.dropout(z)))
         return outs
 
-    def forward_features(self, audio: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Logits per head and the per-step hidden features ``[B, T, C]`` (for feature distillation)."""
-        return self.forward_mel(self.frontend(audio))
+    def forward_features(self, audio: torch.Tensor,
+                         lengths: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Logits per head and the per-step hidden features ``[B, T, C]`` (for feature distillation).
 
-    def forward_mel(self, mel: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """As :meth:`forward_features`, from precomputed log-mel (training caches the frontend's output)."""
+        ``lengths`` (samples per clip of a zero-padded batch) keeps the padding out of the pooling,
+        so each clip gets exactly the result it gets alone (the convolutions are causal).
+        """
+        mel = self.frontend(audio)
+        valid = None
+        if lengths is not None:
+            frames = torch.div(lengths, self.cfg.frontend.hop_length, rounding_mode="floor")
+            valid = torch.arange(mel.shape[2]).unsqueeze(0) < frames.unsqueeze(1)
+        return self.forward_mel(mel, valid)
+
+    def forward_mel(self, mel: torch.Tensor,
+                    valid: torch.Tensor | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """As :meth:`forward_features`, from precomputed log-mel (training caches the frontend's output);
+        ``valid`` ``[B, T]`` marks the real frames of a padded batch (None: all are real)."""
         x = self.frames(mel)
         scores = self.attention(x)  # [B, H, T]
+        pooled_max = x
+        if valid is not None:
+            keep = step_mask(valid, self.stride, x.shape[2]).unsqueeze(1)  # [B, 1, T]
+            scores = scores.masked_fill(~keep, _NEG)
+            pooled_max = x.masked_fill(~keep, _NEG)
         m = scores.amax(dim=2, keepdim=True)
         w = torch.exp(scores - m)
         weighted = torch.einsum("bht,bct->bhc", w, x)
-        logits = self.pool_and_classify(w.sum(dim=2), weighted, x.amax(dim=2))
+        logits = self.pool_and_classify(w.sum(dim=2), weighted, pooled_max.amax(dim=2))
         return logits, x.transpose(1, 2)
 
-    def forward(self, audio: torch.Tensor) -> list[torch.Tensor]:
-        return self.forward_features(audio)[0]
-
-
-_NEG = -1e30  # "minus infinity" that stays finite through exp(a - b)
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+        return self.forward_features(audio, lengths)[0]
 
 
 class StreamingStudent(nn.Module):

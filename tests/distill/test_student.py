@@ -55,3 +55,42 @@ def test_config_roundtrip() -> None:
     assert StudentConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="dilations"):
         StudentConfig(dilations=(0,))
+
+
+@pytest.mark.parametrize("stem", ["conv1d", "conv2d"])
+def test_padded_batch_with_lengths_equals_each_clip_alone(stem: str) -> None:
+    """Training and evaluation batch clips of different lengths; with ``lengths`` the padding stays out."""
+    torch.manual_seed(0)
+    model = Student([5, 3, 4], StudentConfig(channels=16, stem=stem, dilations=(1, 2, 4))).eval()
+    clips = [torch.randn(16000) * 0.1, torch.randn(9000) * 0.1, torch.randn(1700) * 0.1]
+    n = max(len(c) for c in clips)
+    batch = torch.stack([torch.nn.functional.pad(c, (0, n - len(c))) for c in clips])
+    with torch.no_grad():
+        masked = model(batch, torch.tensor([len(c) for c in clips]))
+        unmasked = model(batch)
+        for i, clip in enumerate(clips):
+            alone = model(clip[None])
+            assert max(float((m[i] - a[0]).abs().max()) for m, a in zip(masked, alone, strict=True)) < 1e-5
+        # without lengths the padded clips' results differ: the mask is what makes them equal
+        assert max(float((u[2] - a[0]).abs().max()) for u, a in zip(unmasked, model(clips[2][None]), strict=True)) > 1e-3
+
+
+def test_pad_mel_valid_marks_real_frames_and_pads_quietly() -> None:
+    from distill.distillation import MelStudent, pad_mel_valid
+
+    mels = [torch.randn(8, 10) - 2.0, torch.randn(8, 4) - 2.0]
+    x = pad_mel_valid(mels, floor=-13.8, multiple=4)
+    assert x.shape == (2, 9, 12)
+    assert x[0, -1].tolist() == [1.0] * 10 + [0.0] * 2
+    assert x[1, -1].tolist() == [1.0] * 4 + [0.0] * 8
+    assert torch.equal(x[1, :-1, :4], mels[1])
+    pad = x[1, :-1, 4:]
+    assert bool((pad >= mels[1].min(dim=1).values[:, None] - 1e-6).all())  # a quiet level of the clip, not log(0)
+    assert bool((pad <= mels[1].max(dim=1).values[:, None]).all())
+    torch.manual_seed(0)
+    student = Student([3, 2], StudentConfig(channels=8, dilations=(1, 2), frontend=FrontendConfig(
+        n_mels=8, normalize="none", padding="causal"))).eval()
+    with torch.no_grad():
+        both = MelStudent(student)(x)
+        alone = student.forward_mel(mels[1][None])[0]
+    assert max(float((b[1] - a[0]).abs().max()) for b, a in zip(both, alone, strict=True)) < 1e-5
