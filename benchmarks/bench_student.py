@@ -1,0 +1,129 @@
+"""Student variants on a finished build: same corpus, same teacher labels, same steps; which student learns most.
+
+    .venv/bin/python benchmarks/bench_student.py --build work/build-smart_home-default-s0 \
+        --context examples/home_assistant/smart_home.yaml --out work/bench-student \
+        --variant c64 '{"student": {"channels": 64}, "train": {"gamma": 1.0}}' \
+        --variant c96 '{"student": {"channels": 96}, "train": {"gamma": 1.0}}'
+
+Each variant trains a student from the build's training pool (the clean clips + one augmented
+copy, exactly as ``hubvoice-distill build`` makes it, labelled by the build's teacher from the
+cached Whisper encodings) with the default preset's recipe, changed only by the variant's JSON
+(``student``: StudentConfig fields, ``train``: TrainConfig fields; default 1,500 steps). The
+pool's log-mel and teacher labels are cached in ``--out/pool.pt`` after the first variant
+(~1.8 GB for the default build), so later variants start at once. Reported, per variant:
+command acceptance and intent accuracy at threshold 0 on the validation split and on 800
+training clips (clean; fitting vs generalizing), each clip decided alone (as the hub does).
+Prints a markdown table and appends to ``--out/results.jsonl``. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import distill.distillation as D
+from assistant.context import load_context
+from assistant.decode import HeadLayout
+from distill.bench import load_teacher
+from distill.build import PRESETS
+from distill.data import ClipSet, load_corpus
+from distill.distillation import StudentRecipe, train_student
+from distill.evaluate import format_table
+from distill.nets.profile import count_parameters
+from distill.nets.student import StudentConfig
+from distill.teach import probs_metrics
+from distill.train import TrainConfig
+
+
+def _cached_pool(cache: Path) -> None:
+    """Make train_student reuse (or, the first time, save) the pool, its teacher labels and its log-mel."""
+    if cache.is_file():
+        c = torch.load(cache, weights_only=False)  # our own file, written below
+        pool = ClipSet("pool", [np.zeros(1, np.float32)] * len(c["keys"]), c["refs"], c["targets"], c["keys"])
+        D.augmented_copies = lambda *a, **k: pool
+        D.teacher_labels = lambda *a, **k: (c["probs"], c["feats"])
+        D.log_mel = lambda *a, **k: c["mels"]
+        return
+    orig = (D.augmented_copies, D.teacher_labels, D.log_mel)
+    saved: dict[str, Any] = {}
+
+    def copies(*a: Any, **k: Any) -> Any:
+        p = orig[0](*a, **k)
+        saved.update(keys=p.keys, refs=p.references, targets=p.targets)
+        return p
+
+    def labels(*a: Any, **k: Any) -> Any:
+        r = orig[1](*a, **k)
+        saved.update(probs=r[0], feats=r[1])
+        return r
+
+    def mels(*a: Any, **k: Any) -> Any:
+        r = orig[2](*a, **k)
+        saved.update(mels=r)
+        torch.save(saved, cache)
+        return r
+
+    D.augmented_copies, D.teacher_labels, D.log_mel = copies, labels, mels
+
+
+def _alone(student: torch.nn.Module, clips: ClipSet) -> list[np.ndarray]:
+    with torch.no_grad():
+        outs = [[torch.softmax(z, -1).numpy()[0] for z in student(torch.from_numpy(a)[None])] for a in clips.audio]
+    return [np.stack([o[h] for o in outs]) for h in range(len(outs[0]))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", required=True, type=Path, help="a build's work folder (corpus/, teacher/best.pt)")
+    ap.add_argument("--context", required=True)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "JSON"), required=True)
+    ap.add_argument("--preset", default="default", choices=list(PRESETS))
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", type=Path, default=Path("work/cache/whisper"), help="cached teacher encodings")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    layout = HeadLayout.from_context(load_context(args.context))
+    train = load_corpus(args.build / "corpus", layout, splits=("train",))
+    val = load_corpus(args.build / "corpus", layout, splits=("val",))
+    teacher = load_teacher(args.build / "teacher" / "best.pt", None, threads=1)
+    preset = PRESETS[args.preset]
+    fit_clips = train.subset(np.random.default_rng(0).choice(len(train), min(800, len(train)), replace=False))
+    _cached_pool(args.out / "pool.pt")
+    rows = []
+    for name, spec_text in args.variant:
+        spec = json.loads(spec_text)
+        scfg = StudentConfig.from_dict({**preset.student.student.to_dict(), **spec.get("student", {})})
+        tcfg = TrainConfig(**{**preset.student.train.to_dict(), "steps": args.steps,
+                              "eval_every": max(1, args.steps // 3), **spec.get("train", {})})
+        recipe = StudentRecipe(student=scfg, train=tcfg, copies=preset.student.copies,
+                               max_seconds=preset.student.max_seconds)
+        started = time.time()
+        student, _ = train_student(train, val, layout, recipe, args.out / name, teacher=teacher,
+                                   teacher_window_s=preset.teacher.window_s, cache_dir=args.cache, progress=False)
+        seconds = time.time() - started
+        m_val = probs_metrics(layout, _alone(student, val), val)
+        m_fit = probs_metrics(layout, _alone(student, fit_clips), fit_clips)
+        row = {"variant": name, "params": count_parameters(student), "steps": tcfg.steps,
+               "val acceptance": m_val.command_acceptance, "val intent": m_val.intent_accuracy or 0.0,
+               "train acceptance": m_fit.command_acceptance, "train intent": m_fit.intent_accuracy or 0.0,
+               "seconds": round(seconds)}
+        rows.append(row)
+        with (args.out / "results.jsonl").open("a") as f:
+            f.write(json.dumps({**row, "spec": spec}) + "\n")
+    print(format_table(rows, list(rows[0]), percent=["val acceptance", "val intent", "train acceptance",
+                                                     "train intent"]))
+
+
+if __name__ == "__main__":
+    main()
