@@ -77,9 +77,9 @@ PRESETS: dict[str, Preset] = {
         utterances=60000,
         teacher=TeacherConfig(window_s=5.0, copies=2, train=TrainConfig(steps=4000, batch_size=128, lr=2e-3,
                                                                           warmup=200, eval_every=500)),
-        student=StudentRecipe(student=StudentConfig(channels=96),
+        student=StudentRecipe(student=StudentConfig(channels=128),
                               train=TrainConfig(steps=8000, batch_size=128, lr=3e-3, warmup=300, eval_every=1000,
-                                                alpha=0.5, beta=1.0, gamma=1.0),
+                                                alpha=0.5, beta=1.0, gamma=0.0),
                               copies=2, max_seconds=5.0),
     ),
 }
