@@ -170,8 +170,7 @@ def _export(module: nn.Module, args: tuple[Any, ...], path: Path, inputs: list[s
     Node metadata (exporter stack traces and FX nodes, ~40% of a small model) is dropped.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    for name in ("onnxscript", "onnx_ir"):  # their INFO lines describe every rewrite pass
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_exporter()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
         program = torch.onnx.export(module.eval(), args, None, dynamo=True, opset_version=OPSET,
@@ -180,13 +179,27 @@ def _export(module: nn.Module, args: tuple[Any, ...], path: Path, inputs: list[s
     if program is None:
         raise BundleError(f"{path}: torch.onnx.export returned no program")
     onnxscript.optimizer.optimize(program.model, output_size_limit=FOLD_LIMIT)
+    return save_one_file(program, path)
+
+
+def quiet_exporter() -> None:
+    """Silence what the dynamo exporter logs on every export: onnxscript's rewrite passes and
+    "torchvision is not installed. Skipping torchvision::nms" and the like."""
+    for name in ("onnxscript", "onnx_ir"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+
+
+def save_one_file(program: Any, path: Path, error: type[Exception] = BundleError) -> Path:
+    """Save an exported ONNX program as one file without node metadata (exporter stack traces);
+    ``error`` if the exporter still wrote the weights to a separate ``*.onnx.data``."""
     for node in program.model.graph.all_nodes():
         node.metadata_props.clear()
     program.save(str(path), external_data=False)
     stray = path.with_name(path.name + ".data")
     if stray.exists():
         stray.unlink()
-        raise BundleError(f"{path}: the exporter wrote external weights ({stray.name}); a bundle model must be one file")
+        raise error(f"{path}: the exporter wrote external weights ({stray.name}); a model must be one file")
     return path
 
 

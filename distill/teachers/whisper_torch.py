@@ -56,8 +56,6 @@ _NUMPY: dict[str, Any] = {"float32": np.float32, "int8": np.int8, "int16": np.in
                           "float16": np.float16, "bfloat16": np.uint16}
 _ITEM_SIZE_DTYPE = {4: "float32", 2: "int16", 1: "int8"}
 """Binary versions < 4 stored an item size instead of a dtype id (CTranslate2 reads it this way)."""
-OPSET = 18
-"""ONNX opset of the exported teacher (as the students' exports)."""
 SCOPE = "encoder"
 
 
@@ -472,16 +470,19 @@ def export_teacher(net: WhisperEncoderNet, head: EncoderHead, path: str | os.Pat
                    outputs: Sequence[str]) -> Path:
     """Write :class:`TeacherProbabilities` as one fp32 ONNX file: input ``audio [batch, samples]``, ``outputs``.
 
-    Dynamo exporter at :data:`OPSET`, weights embedded (no ``*.onnx.data``); dynamic batch,
+    Dynamo exporter at :data:`distill.export.OPSET`, weights embedded (no ``*.onnx.data``); dynamic batch,
     fixed window (the teacher's: ``WhisperFeatures(window_s).samples``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    from distill.export import (  # onnxruntime.quantization: only when exporting
+        OPSET,
+        quiet_exporter,
+        save_one_file,
+    )
+
     model = TeacherProbabilities(net, head).eval()
-    for name in ("onnxscript", "onnx_ir"):  # their INFO lines describe every rewrite pass
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # "torchvision is not installed. Skipping torchvision::nms" and the like, once per export
-    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    quiet_exporter()
     batch = torch.export.Dim("batch", min=1, max=4096)
     example = torch.randn(2, samples) * 0.1  # batch 2: a size-1 axis would be specialized
     with torch.no_grad():
@@ -490,11 +491,4 @@ def export_teacher(net: WhisperEncoderNet, head: EncoderHead, path: str | os.Pat
                                      dynamic_shapes=({0: batch},), verbose=False)
     if program is None:
         raise TeacherModelError(f"{path}: torch.onnx.export returned no program")
-    for node in program.model.graph.all_nodes():
-        node.metadata_props.clear()
-    program.save(str(path), external_data=False)
-    stray = path.with_name(path.name + ".data")
-    if stray.exists():
-        stray.unlink()
-        raise TeacherModelError(f"{path}: the exporter wrote external weights ({stray.name}); expected one file")
-    return path
+    return save_one_file(program, path, TeacherModelError)
