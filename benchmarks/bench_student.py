@@ -8,11 +8,14 @@
 Each variant trains a student from the build's training pool (the clean clips + one augmented
 copy, exactly as ``hubvoice-distill build`` makes it, labelled by the build's teacher from the
 cached Whisper encodings) with the default preset's recipe, changed only by the variant's JSON
-(``student``: StudentConfig fields, ``train``: TrainConfig fields; default 1,500 steps). The
+(``student``: StudentConfig fields, ``train``: TrainConfig fields, e.g. ``teacher_correct``,
+``time_masks``; default 1,500 steps). The
 pool's log-mel and teacher labels are cached in ``--out/pool.pt`` after the first variant
 (~1.8 GB for the default build), so later variants start at once. Reported, per variant:
 command acceptance and intent accuracy at threshold 0 on the validation split and on 800
-training clips (clean; fitting vs generalizing), each clip decided alone (as the hub does).
+training clips (clean; fitting vs generalizing), and on the test split at threshold 0 and at the
+threshold calibrated on validation for the preset's false-accept target (the hub's operating point),
+each clip decided alone (as the hub does).
 Prints a markdown table and appends to ``--out/results.jsonl``. A benchmark, not a test.
 """
 
@@ -35,7 +38,7 @@ from distill.bench import load_teacher
 from distill.build import PRESETS
 from distill.data import ClipSet, load_corpus
 from distill.distillation import StudentRecipe, train_student
-from distill.evaluate import format_table
+from distill.evaluate import calibrate_threshold, format_table
 from distill.nets.profile import count_parameters
 from distill.nets.student import StudentConfig
 from distill.teach import probs_metrics
@@ -96,6 +99,7 @@ def main() -> None:
     layout = HeadLayout.from_context(load_context(args.context))
     train = load_corpus(args.build / "corpus", layout, splits=("train",))
     val = load_corpus(args.build / "corpus", layout, splits=("val",))
+    test = load_corpus(args.build / "corpus", layout, splits=("test",))
     teacher = load_teacher(args.build / "teacher" / "best.pt", None, threads=1)
     preset = PRESETS[args.preset]
     fit_clips = train.subset(np.random.default_rng(0).choice(len(train), min(800, len(train)), replace=False))
@@ -112,17 +116,24 @@ def main() -> None:
         student, _ = train_student(train, val, layout, recipe, args.out / name, teacher=teacher,
                                    teacher_window_s=preset.teacher.window_s, cache_dir=args.cache, progress=False)
         seconds = time.time() - started
-        m_val = probs_metrics(layout, _alone(student, val), val)
+        p_val, p_test = _alone(student, val), _alone(student, test)
+        m_val = probs_metrics(layout, p_val, val)
         m_fit = probs_metrics(layout, _alone(student, fit_clips), fit_clips)
+        cal = calibrate_threshold(layout, p_val[0], p_val[1:], val.references, target_far=preset.target_far)
+        m_test = probs_metrics(layout, p_test, test)
+        m_cal = probs_metrics(layout, p_test, test, cal.threshold)
         row = {"variant": name, "params": count_parameters(student), "steps": tcfg.steps,
                "val acceptance": m_val.command_acceptance, "val intent": m_val.intent_accuracy or 0.0,
                "train acceptance": m_fit.command_acceptance, "train intent": m_fit.intent_accuracy or 0.0,
-               "seconds": round(seconds)}
+               "test acceptance": m_test.command_acceptance, "test FAR": m_test.false_accept_rate or 0.0,
+               "threshold": round(cal.threshold, 5), "test acceptance @thr": m_cal.command_acceptance,
+               "test FAR @thr": m_cal.false_accept_rate or 0.0, "seconds": round(seconds)}
         rows.append(row)
         with (args.out / "results.jsonl").open("a") as f:
             f.write(json.dumps({**row, "spec": spec}) + "\n")
     print(format_table(rows, list(rows[0]), percent=["val acceptance", "val intent", "train acceptance",
-                                                     "train intent"]))
+                                                     "train intent", "test acceptance", "test FAR",
+                                                     "test acceptance @thr", "test FAR @thr"]))
 
 
 if __name__ == "__main__":

@@ -128,6 +128,40 @@ def pad_mel_valid(mels: list[torch.Tensor], floor: float, multiple: int) -> torc
     return out
 
 
+def corrected(probs: list[np.ndarray], targets: np.ndarray) -> list[np.ndarray]:
+    """The teacher's probabilities, with every head whose top class is not the true label replaced
+    by the true label (one-hot): distillation keeps the teacher's doubts, not its mistakes."""
+    out = []
+    for h, p in enumerate(probs):
+        wrong = p.argmax(axis=1) != targets[:, h]
+        fixed = p.copy()
+        fixed[wrong] = np.eye(p.shape[1], dtype=p.dtype)[targets[wrong, h]]
+        out.append(fixed)
+        _LOGGER.info("head %d: teacher corrected on %d of %d clips", h, int(wrong.sum()), len(p))
+    return out
+
+
+def spec_augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) on a :func:`pad_mel_valid` batch: each clip gets
+    ``cfg.time_masks`` time spans (within its real frames) and ``cfg.freq_masks`` mel bands set
+    to 0, its per-utterance mean; widths are uniform up to ``time_mask_frames``/``freq_mask_bins``.
+    The validity row is left alone."""
+    x = x.clone()
+    n_mels = x.shape[1] - 1
+    for i in range(x.shape[0]):
+        frames = int(x[i, -1].sum())
+        for _ in range(cfg.time_masks):
+            w = int(torch.randint(0, cfg.time_mask_frames + 1, (), generator=gen))
+            w = min(w, frames)
+            s = int(torch.randint(0, frames - w + 1, (), generator=gen))
+            x[i, :-1, s : s + w] = 0.0
+        for _ in range(cfg.freq_masks):
+            w = min(int(torch.randint(0, cfg.freq_mask_bins + 1, (), generator=gen)), n_mels)
+            s = int(torch.randint(0, n_mels - w + 1, (), generator=gen))
+            x[i, s : s + w, :frames] = 0.0
+    return x
+
+
 def teacher_labels(teacher: Teacher, clips: ClipSet, batch: int = 32,
                    cache_dir: Path | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
     """The teacher's probabilities (and features, if it has them) for every clip.
@@ -170,6 +204,8 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     if teacher is not None and (cfg.beta > 0 or cfg.gamma > 0):
         _LOGGER.info("teacher %s labels %d clips", teacher.name, len(pool))
         probs, feats = teacher_labels(teacher, pool, cache_dir=cache_dir)
+        if cfg.teacher_correct:
+            probs = corrected(probs, pool.targets)
         t_logits = [torch.from_numpy(np.log(np.clip(p, 1e-8, 1.0))) for p in probs]
         if feats is not None:
             t_feats = torch.from_numpy(feats)
@@ -188,6 +224,8 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
 
     def make_batch(idx: np.ndarray, step: int) -> Batch:
         x = pad_mel_valid([mels[i] for i in idx], floor, model.stride)
+        if cfg.time_masks or cfg.freq_masks:
+            x = spec_augment(x, cfg, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
         t = torch.from_numpy(idx)
         feats = None
         if t_feats is not None and cfg.gamma > 0:

@@ -65,6 +65,17 @@ class TrainConfig:
     """Weight of intermediate-feature distillation (needs teacher features)."""
     feature_kind: str = "mse"
     """'mse' or 'cosine'."""
+    teacher_correct: bool = False
+    """Where the teacher's top class on a head is not the clip's true label, distil towards the true
+    label on that head instead (synthetic clips know their label; the teacher accepts negatives)."""
+    time_masks: int = 0
+    """SpecAugment on a student's log-mel batches: time masks per clip (0: off)."""
+    time_mask_frames: int = 20
+    """Widest time mask, in frames."""
+    freq_masks: int = 0
+    """Mel-band masks per clip (0: off)."""
+    freq_mask_bins: int = 8
+    """Widest band mask, in mel bins."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -73,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"train.min_lr: expected 0 < min_lr <= lr ({self.lr}), got {self.min_lr}")
         if self.feature_kind not in ("mse", "cosine"):
             raise ConfigError(f"train.feature_kind: expected 'mse' or 'cosine', got {self.feature_kind!r}")
+        if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
+            raise ConfigError("train.time_masks/time_mask_frames/freq_masks/freq_mask_bins must be >= 0")
         if min(self.alpha, self.beta, self.gamma) < 0 or self.temperature <= 0:
             raise ConfigError("train.alpha/beta/gamma must be >= 0 and temperature > 0")
 

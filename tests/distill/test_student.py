@@ -94,3 +94,36 @@ def test_pad_mel_valid_marks_real_frames_and_pads_quietly() -> None:
         both = MelStudent(student)(x)
         alone = student.forward_mel(mels[1][None])[0]
     assert max(float((b[1] - a[0]).abs().max()) for b, a in zip(both, alone, strict=True)) < 1e-5
+
+
+def test_spec_augment_masks_only_real_frames_and_repeats_per_step() -> None:
+    from distill.distillation import pad_mel_valid, spec_augment
+    from distill.train import TrainConfig
+
+    mels = [torch.randn(8, 30) + 5.0, torch.randn(8, 6) + 5.0]  # no value is 0 before masking
+    x = pad_mel_valid(mels, floor=-13.8, multiple=4)
+    cfg = TrainConfig(time_masks=2, time_mask_frames=5, freq_masks=1, freq_mask_bins=3)
+    a = spec_augment(x, cfg, torch.Generator().manual_seed(7))
+    assert torch.equal(a, spec_augment(x, cfg, torch.Generator().manual_seed(7)))  # a resumed step masks alike
+    assert not torch.equal(a, spec_augment(x, cfg, torch.Generator().manual_seed(8)))
+    assert torch.equal(a[:, -1], x[:, -1])  # the validity row is never masked
+    assert torch.equal(a[1, :-1, 6:], x[1, :-1, 6:])  # padding untouched
+    masked = a[:, :-1] == 0.0
+    assert bool(masked.any()) and not bool(masked.all(dim=2).all(dim=1).any())  # some, never a whole clip
+    frames_hit = masked[0].all(dim=0).sum()  # whole time columns zeroed in clip 0: at most 2 masks of 5
+    assert int(frames_hit) <= 10
+    assert torch.equal(spec_augment(x, TrainConfig(), torch.Generator()), x)  # off by default
+
+
+def test_teacher_correction_replaces_only_wrong_heads() -> None:
+    import numpy as np
+
+    from distill.distillation import corrected
+
+    intent = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]], np.float32)  # clip 1: teacher says 2, truth 1
+    slot = np.array([[0.2, 0.8], [0.9, 0.1]], np.float32)  # clip 0: teacher says 1, truth 0
+    targets = np.array([[0, 0], [1, 0]])
+    fixed = corrected([intent, slot], targets)
+    assert np.array_equal(fixed[0][0], intent[0]) and np.array_equal(fixed[0][1], [0.0, 1.0, 0.0])
+    assert np.array_equal(fixed[1][0], [1.0, 0.0]) and np.array_equal(fixed[1][1], slot[1])
+    assert intent[1, 2] == np.float32(0.6)  # the teacher's own arrays are left as they were
