@@ -1,0 +1,122 @@
+"""Which confidence should the rejection threshold apply to? A student's commands vs its wrong actions.
+
+    .venv/bin/python benchmarks/bench_rejection.py --build work/build-smart_home-default-s0 \
+        --context examples/home_assistant/smart_home.yaml --checkpoint work/build-smart_home-default-s0/student/last.pt
+
+For each candidate score, the threshold is calibrated on the validation split for the
+preset's false-accept target (exactly as ``build`` does for the shipped score), then
+applied to validation, test clean and test at 6 dB SNR. Scores:
+
+- ``min over heads`` (shipped, :func:`assistant.decode.decode`): the least sure of the
+  intent and each of its slots;
+- ``intent``: the intent head's top probability alone (slots never reject);
+- ``1 - P(not understood)``.
+
+Reported: command acceptance, false-accept rate on negatives, and *wrong actions*: the
+share of commands that are accepted with a wrong intent or slot (the hub would act on
+them). Also the negatives accepted at threshold 0, by kind. Prints markdown tables;
+a benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from assistant.context import load_context
+from assistant.decode import Decision, HeadLayout
+from distill.build import PRESETS
+from distill.data import ClipSet, load_corpus, with_noise
+from distill.distillation import student_probs
+from distill.evaluate import Reference, decide_all, format_table, is_correct, score
+from distill.export import load_student
+
+Score = Callable[[list[np.ndarray], list[Decision]], np.ndarray]
+
+SCORES: dict[str, Score] = {
+    "min over heads (shipped)": lambda p, d: np.array([x.confidence for x in d]),
+    "intent": lambda p, d: p[0].max(axis=1),
+    "1 - P(not understood)": lambda p, d: 1.0 - p[0][:, 0],
+}
+
+
+def _base(layout: HeadLayout, probs: list[np.ndarray]) -> list[Decision]:
+    return decide_all(layout, probs[0], probs[1:], threshold=0.0)
+
+
+def _decide(layout: HeadLayout, probs: list[np.ndarray], fn: Score, threshold: float) -> list[Decision]:
+    base = _base(layout, probs)
+    s = fn(probs, base)
+    return [d if s[i] >= threshold else Decision(False, None, {}, d.confidence) for i, d in enumerate(base)]
+
+
+def _calibrate(layout: HeadLayout, probs: list[np.ndarray], refs: Sequence[Reference], fn: Score,
+               target: float) -> float:
+    """The smallest threshold (0 or just above a negative's score) with false accepts <= target."""
+    base = _base(layout, probs)
+    s = fn(probs, base)
+    neg = [i for i, r in enumerate(refs) if not r.is_command and base[i].understood]
+    n_neg = sum(not r.is_command for r in refs)
+    for t in [0.0, *sorted(np.nextafter(s[neg], np.inf))]:
+        if sum(s[i] >= t for i in neg) <= target * n_neg:
+            return float(t)
+    return float("inf")
+
+
+def _wrong_actions(refs: Sequence[Reference], decisions: Sequence[Decision]) -> float:
+    cmds = [(r, d) for r, d in zip(refs, decisions, strict=True) if r.is_command]
+    return sum(d.understood and not is_correct(r, d) for r, d in cmds) / len(cmds)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", required=True, type=Path, help="a build's work folder (corpus/)")
+    ap.add_argument("--context", required=True)
+    ap.add_argument("--checkpoint", required=True, type=Path, help="a student checkpoint (best.pt/last.pt)")
+    ap.add_argument("--preset", default="default", choices=list(PRESETS), help="whose false-accept target")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    layout = HeadLayout.from_context(load_context(args.context))
+    target = PRESETS[args.preset].target_far
+    val = load_corpus(args.build / "corpus", layout, splits=("val",))
+    test = load_corpus(args.build / "corpus", layout, splits=("test",))
+    sets: dict[str, ClipSet] = {"val": val, "test clean": test, "test 6 dB": with_noise(test, 6)}
+    student, _ = load_student(args.checkpoint)
+    probs = {name: student_probs(student, clips) for name, clips in sets.items()}
+
+    rows = []
+    for score_name, fn in SCORES.items():
+        t = _calibrate(layout, probs["val"], val.references, fn, target)
+        row: dict[str, object] = {"score": score_name, "threshold": round(t, 5)}
+        for name, clips in sets.items():
+            d = _decide(layout, probs[name], fn, t)
+            m = score(clips.references, d, layout=layout)
+            row[f"{name} acceptance"] = m.command_acceptance
+            row[f"{name} FAR"] = m.false_accept_rate or 0.0
+            row[f"{name} wrong actions"] = _wrong_actions(clips.references, d)
+        rows.append(row)
+    print(f"Threshold calibrated on val for false accepts <= {target:.0%}; {args.checkpoint}\n")
+    print(format_table(rows, list(rows[0]), percent=[k for k in rows[0] if k not in ("score", "threshold")]))
+
+    kinds = []
+    for name, clips in sets.items():
+        d = _base(layout, probs[name])
+        seen: collections.Counter[str] = collections.Counter()
+        took: collections.Counter[str] = collections.Counter()
+        for r, x in zip(clips.references, d, strict=True):
+            if not r.is_command:
+                seen[r.kind] += 1
+                took[r.kind] += x.understood
+        kinds.append({"split": name, **{k: f"{took[k]}/{seen[k]}" for k in sorted(seen)}})
+    print("\nNegatives accepted at threshold 0, by kind:\n")
+    print(format_table(kinds, list(kinds[0])))
+
+
+if __name__ == "__main__":
+    main()
