@@ -141,6 +141,25 @@ def corrected(probs: list[np.ndarray], targets: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def mel_warp(mel: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """One ``[n_mels, T]`` log-mel clip stretched in time by a factor in ``1 ± cfg.time_stretch``
+    and warped along the mel axis by one in ``1 ± cfg.freq_warp`` (band k takes the value at
+    k × factor, linearly interpolated, the top band held), both uniform."""
+    m = mel.float()
+    if cfg.time_stretch:
+        f = 1.0 + cfg.time_stretch * (2.0 * float(torch.rand((), generator=gen)) - 1.0)
+        frames = max(1, round(m.shape[1] * f))
+        m = torch.nn.functional.interpolate(m[None], size=frames, mode="linear", align_corners=False)[0]
+    if cfg.freq_warp:
+        f = 1.0 + cfg.freq_warp * (2.0 * float(torch.rand((), generator=gen)) - 1.0)
+        pos = (torch.arange(m.shape[0], dtype=torch.float32) * f).clamp(max=m.shape[0] - 1)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=m.shape[0] - 1)
+        w = (pos - lo).unsqueeze(1)
+        m = m[lo] * (1 - w) + m[hi] * w
+    return m
+
+
 def spec_augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     """SpecAugment (Park et al. 2019) on a :func:`pad_mel_valid` batch: each clip gets
     ``cfg.time_masks`` time spans (within its real frames) and ``cfg.freq_masks`` mel bands set
@@ -223,9 +242,13 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     teacher_rate = (t_feats.shape[1] / teacher_window_s) if t_feats is not None else 0.0
 
     def make_batch(idx: np.ndarray, step: int) -> Batch:
-        x = pad_mel_valid([mels[i] for i in idx], floor, model.stride)
+        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
+        batch = [mels[i] for i in idx]
+        if cfg.time_stretch or cfg.freq_warp:
+            batch = [mel_warp(m, cfg, gen) for m in batch]
+        x = pad_mel_valid(batch, floor, model.stride)
         if cfg.time_masks or cfg.freq_masks:
-            x = spec_augment(x, cfg, torch.Generator().manual_seed(cfg.seed * 1_000_003 + step))
+            x = spec_augment(x, cfg, gen)
         t = torch.from_numpy(idx)
         feats = None
         if t_feats is not None and cfg.gamma > 0:

@@ -76,6 +76,11 @@ class TrainConfig:
     """Mel-band masks per clip (0: off)."""
     freq_mask_bins: int = 8
     """Widest band mask, in mel bins."""
+    time_stretch: float = 0.0
+    """A student's log-mel clips stretched in time by a factor drawn from [1 - x, 1 + x] (0: off)."""
+    freq_warp: float = 0.0
+    """... and warped along the mel axis by a factor from [1 - x, 1 + x] (a vocal-tract-length
+    perturbation: another speaker's formants; 0: off)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -84,6 +89,8 @@ class TrainConfig:
             raise ConfigError(f"train.min_lr: expected 0 < min_lr <= lr ({self.lr}), got {self.min_lr}")
         if self.feature_kind not in ("mse", "cosine"):
             raise ConfigError(f"train.feature_kind: expected 'mse' or 'cosine', got {self.feature_kind!r}")
+        if not (0 <= self.time_stretch < 1 and 0 <= self.freq_warp < 1):
+            raise ConfigError("train.time_stretch/freq_warp: expected a fraction in [0, 1)")
         if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
             raise ConfigError("train.time_masks/time_mask_frames/freq_masks/freq_mask_bins must be >= 0")
         if min(self.alpha, self.beta, self.gamma) < 0 or self.temperature <= 0:

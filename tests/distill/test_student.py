@@ -127,3 +127,23 @@ def test_teacher_correction_replaces_only_wrong_heads() -> None:
     assert np.array_equal(fixed[0][0], intent[0]) and np.array_equal(fixed[0][1], [0.0, 1.0, 0.0])
     assert np.array_equal(fixed[1][0], [1.0, 0.0]) and np.array_equal(fixed[1][1], slot[1])
     assert intent[1, 2] == np.float32(0.6)  # the teacher's own arrays are left as they were
+
+
+def test_mel_warp_stretches_time_and_moves_formants() -> None:
+    from distill.distillation import mel_warp
+    from distill.train import TrainConfig
+
+    mel = torch.zeros(10, 50)
+    mel[4] = 1.0  # one "formant" band
+    lengths = {mel_warp(mel, TrainConfig(time_stretch=0.2), torch.Generator().manual_seed(s)).shape[1]
+               for s in range(10)}
+    assert min(lengths) >= 40 and max(lengths) <= 60 and len(lengths) > 3
+    stretched = mel_warp(mel, TrainConfig(time_stretch=0.2), torch.Generator().manual_seed(3))
+    assert stretched.shape[0] == 10
+    assert torch.allclose(stretched[4], torch.ones(stretched.shape[1]))  # a steady band stays steady
+    warped = mel_warp(mel, TrainConfig(freq_warp=0.3), torch.Generator().manual_seed(1))
+    assert warped.shape == mel.shape and not torch.equal(warped, mel)
+    assert abs(float(warped.sum(dim=1).argmax()) - 4) <= 2  # the band moved by at most 30% of its index
+    assert torch.equal(mel_warp(mel, TrainConfig(), torch.Generator()), mel)
+    with pytest.raises(ConfigError, match="time_stretch"):
+        TrainConfig(time_stretch=1.5)
