@@ -91,6 +91,9 @@ class TrainConfig:
             raise ConfigError(f"train.feature_kind: expected 'mse' or 'cosine', got {self.feature_kind!r}")
         if not (0 <= self.time_stretch < 1 and 0 <= self.freq_warp < 1):
             raise ConfigError("train.time_stretch/freq_warp: expected a fraction in [0, 1)")
+        if self.time_stretch and self.gamma:
+            raise ConfigError("train.time_stretch with gamma > 0: stretched clips no longer line up in time with "
+                              "the teacher's features")
         if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
             raise ConfigError("train.time_masks/time_mask_frames/freq_masks/freq_mask_bins must be >= 0")
         if min(self.alpha, self.beta, self.gamma) < 0 or self.temperature <= 0:

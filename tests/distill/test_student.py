@@ -147,3 +147,5 @@ def test_mel_warp_stretches_time_and_moves_formants() -> None:
     assert torch.equal(mel_warp(mel, TrainConfig(), torch.Generator()), mel)
     with pytest.raises(ConfigError, match="time_stretch"):
         TrainConfig(time_stretch=1.5)
+    with pytest.raises(ConfigError, match="line up in time"):
+        TrainConfig(time_stretch=0.1, gamma=1.0)
