@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_student.py --build work/build-smart_home-default-s0 \
         --context examples/home_assistant/smart_home.yaml --out work/bench-student \
-        --variant c64 '{"student": {"channels": 64}, "train": {"gamma": 1.0}}' \
-        --variant c96 '{"student": {"channels": 96}, "train": {"gamma": 1.0}}'
+        --variant c64 '{"student": {"channels": 64}, "train": {"gamma": 1.0, "time_masks": 0, "freq_masks": 0, "time_stretch": 0, "freq_warp": 0}}' \
+        --variant c96 '{"student": {"channels": 96}, "train": {"gamma": 1.0, "time_masks": 0, "freq_masks": 0, "time_stretch": 0, "freq_warp": 0}}'
 
 Each variant trains a student from the build's training pool (the clean clips + one augmented
 copy, exactly as ``hubvoice-distill build`` makes it, labelled by the build's teacher from the
