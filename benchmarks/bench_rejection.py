@@ -45,21 +45,13 @@ SCORES: dict[str, Score] = {
 }
 
 
-def _base(layout: HeadLayout, probs: list[np.ndarray]) -> list[Decision]:
-    return decide_all(layout, probs[0], probs[1:], threshold=0.0)
-
-
-def _decide(layout: HeadLayout, probs: list[np.ndarray], fn: Score, threshold: float) -> list[Decision]:
-    base = _base(layout, probs)
-    s = fn(probs, base)
+def _decide(base: Sequence[Decision], s: np.ndarray, threshold: float) -> list[Decision]:
+    """The decisions at threshold 0, with every one whose score is below ``threshold`` rejected."""
     return [d if s[i] >= threshold else Decision(False, None, {}, d.confidence) for i, d in enumerate(base)]
 
 
-def _calibrate(layout: HeadLayout, probs: list[np.ndarray], refs: Sequence[Reference], fn: Score,
-               target: float) -> float:
+def _calibrate(base: Sequence[Decision], s: np.ndarray, refs: Sequence[Reference], target: float) -> float:
     """The smallest threshold (0 or just above a negative's score) with false accepts <= target."""
-    base = _base(layout, probs)
-    s = fn(probs, base)
     neg = [i for i, r in enumerate(refs) if not r.is_command and base[i].understood]
     n_neg = sum(not r.is_command for r in refs)
     for t in [0.0, *sorted(np.nextafter(s[neg], np.inf))]:
@@ -89,13 +81,15 @@ def main() -> None:
     sets: dict[str, ClipSet] = {"val": val, "test clean": test, "test 6 dB": with_noise(test, 6)}
     student, _ = load_student(args.checkpoint)
     probs = {name: student_probs(student, clips) for name, clips in sets.items()}
+    base = {name: decide_all(layout, p[0], p[1:], threshold=0.0) for name, p in probs.items()}
 
     rows = []
     for score_name, fn in SCORES.items():
-        t = _calibrate(layout, probs["val"], val.references, fn, target)
+        scores = {name: fn(probs[name], base[name]) for name in sets}
+        t = _calibrate(base["val"], scores["val"], val.references, target)
         row: dict[str, object] = {"score": score_name, "threshold": round(t, 5)}
         for name, clips in sets.items():
-            d = _decide(layout, probs[name], fn, t)
+            d = _decide(base[name], scores[name], t)
             m = score(clips.references, d, layout=layout)
             row[f"{name} acceptance"] = m.command_acceptance
             row[f"{name} FAR"] = m.false_accept_rate or 0.0
@@ -106,10 +100,9 @@ def main() -> None:
 
     kinds = []
     for name, clips in sets.items():
-        d = _base(layout, probs[name])
         seen: collections.Counter[str] = collections.Counter()
         took: collections.Counter[str] = collections.Counter()
-        for r, x in zip(clips.references, d, strict=True):
+        for r, x in zip(clips.references, base[name], strict=True):
             if not r.is_command:
                 seen[r.kind] += 1
                 took[r.kind] += x.understood

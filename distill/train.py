@@ -79,8 +79,8 @@ class TrainConfig:
     time_stretch: float = 0.0
     """A student's log-mel clips stretched in time by a factor drawn from [1 - x, 1 + x] (0: off)."""
     freq_warp: float = 0.0
-    """... and warped along the mel axis by a factor from [1 - x, 1 + x] (a vocal-tract-length
-    perturbation: another speaker's formants; 0: off)."""
+    """A student's log-mel clips warped along the mel axis by a factor from [1 - x, 1 + x] (a
+    vocal-tract-length perturbation: another speaker's formants; 0: off)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
