@@ -265,8 +265,9 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     model_config = {"kind": "student", "head_sizes": head_sizes, "student": recipe.student.to_dict(),
                     "layout": layout.to_dict()}
     trainable = MelStudent(model)
+    lengths = np.array([m.shape[-1] for m in mels])
     best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,
-               progress=progress)
+               lengths=lengths, progress=progress)
     trainable.load_state_dict(load_checkpoint(out_dir / f"{recipe.checkpoint}.pt")["model"])
     return model.eval(), best
 

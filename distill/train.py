@@ -81,6 +81,10 @@ class TrainConfig:
     freq_warp: float = 0.0
     """A student's log-mel clips warped along the mel axis by a factor from [1 - x, 1 + x] (a
     vocal-tract-length perturbation: another speaker's formants; 0: off)."""
+    length_buckets: int = 0
+    """Draw each batch from one of this many groups of similar-length examples (the pool sorted by
+    length, cut into equal groups; a group drawn in proportion to its size), so a batch is mostly
+    real frames rather than padding (0 or 1: any examples, of any length)."""
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1:
@@ -94,6 +98,8 @@ class TrainConfig:
         if self.time_stretch and self.gamma:
             raise ConfigError("train.time_stretch with gamma > 0: stretched clips no longer line up in time with "
                               "the teacher's features")
+        if self.length_buckets < 0:
+            raise ConfigError(f"train.length_buckets: expected >= 0, got {self.length_buckets}")
         if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
             raise ConfigError("train.time_masks/time_mask_frames/freq_masks/freq_mask_bins must be >= 0")
         if min(self.alpha, self.beta, self.gamma) < 0 or self.temperature <= 0:
@@ -115,10 +121,22 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def batch_indices(n: int, step: int, cfg: TrainConfig, rank: int = 0, world: int = 1) -> np.ndarray:
-    """The examples of ``step``'s batch for ``rank``: a pure function of (seed, step)."""
+def batch_indices(n: int, step: int, cfg: TrainConfig, rank: int = 0, world: int = 1,
+                  lengths: np.ndarray | None = None) -> np.ndarray:
+    """The examples of ``step``'s batch for ``rank``: a pure function of (seed, step) and ``lengths``.
+
+    With ``cfg.length_buckets`` > 1 and the examples' ``lengths``, the batch comes from one group of
+    similar-length examples (see ``TrainConfig.length_buckets``).
+    """
     rng = np.random.default_rng([cfg.seed, step])
-    idx = rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
+    if cfg.length_buckets > 1 and lengths is not None:
+        if len(lengths) != n:
+            raise ValueError(f"lengths: expected {n} values, got {len(lengths)}")
+        groups = np.array_split(np.argsort(lengths, kind="stable"), min(cfg.length_buckets, n))
+        group = groups[rng.choice(len(groups), p=np.array([len(g) for g in groups]) / n)]
+        idx = group[rng.choice(len(group), size=cfg.batch_size, replace=len(group) < cfg.batch_size)]
+    else:
+        idx = rng.choice(n, size=cfg.batch_size, replace=n < cfg.batch_size)
     return idx[rank::world]
 
 
@@ -171,10 +189,11 @@ _SCHEDULE_FREE = ("eval_every", "patience")
 
 def _check_resumable(path: Path, saved: dict[str, Any], cfg: TrainConfig) -> None:
     """ConfigError when ``path`` was trained with settings this run would not reproduce (a silent mix)."""
-    now = cfg.to_dict()
-    changed = sorted(k for k in now if k not in _SCHEDULE_FREE and k in saved and saved[k] != now[k])
+    now, default = cfg.to_dict(), TrainConfig().to_dict()
+    was = {k: saved.get(k, default[k]) for k in now}  # a checkpoint from before an option existed had its default
+    changed = sorted(k for k in now if k not in _SCHEDULE_FREE and was[k] != now[k])
     if changed:
-        what = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed)
+        what = ", ".join(f"{k} {was[k]!r} -> {now[k]!r}" for k in changed)
         raise ConfigError(f"{path}: cannot resume: this run changes {what}; move the folder aside (or delete it) "
                           f"to train from scratch, or keep the old settings")
 
@@ -196,6 +215,7 @@ def fit(
     model_config: dict[str, Any] | None = None,
     select: str = "command_acceptance",
     project: nn.Module | None = None,
+    lengths: np.ndarray | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train ``model`` and return the best validation metrics; resumes from ``out_dir/last.pt``.
@@ -203,7 +223,8 @@ def fit(
     ``make_batch(indices, step)`` builds the batch for those examples (it may augment,
     seeded by step). ``evaluate(model)`` returns metrics; ``select`` names the one to
     maximize (best checkpoint: ``best.pt``). ``project`` maps student features to the
-    teacher's width for feature distillation and is trained with the model.
+    teacher's width for feature distillation and is trained with the model. ``lengths`` (one per
+    example) lets ``cfg.length_buckets`` group similar-length examples into a batch.
     """
     rank, world = _distributed()
     device = torch.device("cuda", rank % max(1, torch.cuda.device_count())) if torch.cuda.is_available() else None
@@ -243,7 +264,7 @@ def fit(
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
         torch.manual_seed(cfg.seed * 1_000_003 + step)
-        batch = make_batch(batch_indices(n_examples, step, cfg, rank, world), step)
+        batch = make_batch(batch_indices(n_examples, step, cfg, rank, world, lengths), step)
         inputs = batch.inputs.to(device) if device is not None else batch.inputs
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device is not None):
             if cfg.gamma > 0:

@@ -94,6 +94,38 @@ def test_learns_and_resumes_exactly(tmp_path: Path) -> None:
         fit(_model(), _make(x, ys), len(x), _accuracy(x, ys), longer, tmp_path / "b", progress=False)
     # evaluation cadence does not change the weights: allowed
     fit(_model(), _make(x, ys), len(x), _accuracy(x, ys), replace(cfg, eval_every=10), tmp_path / "b", progress=False)
+    # a checkpoint from before an option existed was trained with its default: switching it on is refused too
+    ckpt = load_checkpoint(tmp_path / "b" / "last.pt")
+    del ckpt["train_config"]["length_buckets"]
+    torch.save(ckpt, tmp_path / "b" / "last.pt")
+    with pytest.raises(ConfigError, match=r"changes length_buckets 0 -> 4"):
+        fit(_model(), _make(x, ys), len(x), _accuracy(x, ys), replace(cfg, length_buckets=4), tmp_path / "b",
+            progress=False)
+
+
+def test_length_buckets_draw_a_batch_of_similar_lengths() -> None:
+    lengths = np.random.default_rng(1).integers(50, 500, size=1000)
+    cfg = TrainConfig(batch_size=32, length_buckets=10)
+    group_of = np.empty(1000, dtype=int)  # the pool sorted by length, cut into ten groups of 100
+    for g, members in enumerate(np.array_split(np.argsort(lengths, kind="stable"), 10)):
+        group_of[members] = g
+    seen = set()
+    for step in range(200):
+        idx = batch_indices(1000, step, cfg, lengths=lengths)
+        assert len(idx) == 32 and np.array_equal(idx, batch_indices(1000, step, cfg, lengths=lengths))
+        assert len(set(group_of[idx])) == 1
+        seen.add(int(group_of[idx[0]]))
+        assert lengths[idx].max() - lengths[idx].min() < 100  # a tenth of a 50..500 spread, give or take
+    assert seen == set(range(10))  # every group gets drawn
+    # a DDP rank takes its share of the same batch
+    both = batch_indices(1000, 3, cfg, lengths=lengths)
+    assert np.array_equal(batch_indices(1000, 3, cfg, 1, 2, lengths), both[1::2])
+    # without lengths (or with one bucket) the draw is the plain uniform one
+    assert np.array_equal(batch_indices(1000, 3, cfg), batch_indices(1000, 3, replace(cfg, length_buckets=1), lengths=lengths))
+    with pytest.raises(ValueError, match="lengths: expected 1000 values, got 3"):
+        batch_indices(1000, 3, cfg, lengths=lengths[:3])
+    with pytest.raises(ConfigError, match="length_buckets"):
+        TrainConfig(length_buckets=-1)
 
 
 def test_early_stopping(tmp_path: Path) -> None:
