@@ -86,9 +86,20 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def peak_rss_mb() -> float:
+    """The highest resident memory of this process so far, MiB (``ru_maxrss``; Linux counts it in KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 @dataclass
 class BuildReport:
     stages_s: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    """The process's peak RSS so far at the end of each stage: the stage where it rises set the peak."""
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @contextmanager
@@ -99,7 +110,9 @@ class BuildReport:
             yield
         finally:
             self.stages_s[name] = round(time.time() - t0, 1)
-            _LOGGER.info("%s took %.1f s", name, self.stages_s[name])
+            self.peak_rss_mb[name] = peak_rss_mb()
+            _LOGGER.info("%s took %.1f s (peak RSS so far %.0f MiB)", name, self.stages_s[name],
+                         self.peak_rss_mb[name])
 
 
 def _summary(m: Metrics) -> dict[str, Any]:
@@ -234,9 +247,12 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         # only the samples the shipped (int8) model gets right: a sample is a command and its meaning
         bundle = write_bundle(out, **bundle_args, drop_mismatched=True)
     report.stages_s["total"] = round(time.time() - started, 1)
-    (root / "build.json").write_text(json.dumps({"stages_s": report.stages_s, "metrics": report.metrics,
+    report.peak_rss_mb["total"] = peak_rss_mb()
+    (root / "build.json").write_text(json.dumps({"stages_s": report.stages_s, "peak_rss_mb": report.peak_rss_mb,
+                                                 "metrics": report.metrics,
                                                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"},
                                                 indent=2))
     print(tables["Command acceptance (held-out voices)"])
-    print(format_table([{"stage": k, "seconds": v} for k, v in report.stages_s.items()], ["stage", "seconds"]))
+    print(format_table([{"stage": k, "seconds": v, "peak RSS so far (MiB)": report.peak_rss_mb.get(k)}
+                        for k, v in report.stages_s.items()], ["stage", "seconds", "peak RSS so far (MiB)"]))
     return bundle

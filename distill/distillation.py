@@ -181,28 +181,33 @@ def spec_augment(x: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> tor
     return x
 
 
-def teacher_labels(teacher: Teacher, clips: ClipSet, batch: int = 32,
-                   cache_dir: Path | None = None) -> tuple[list[np.ndarray], np.ndarray | None]:
-    """The teacher's probabilities (and features, if it has them) for every clip.
+def teacher_labels(teacher: Teacher, clips: ClipSet, batch: int = 32, cache_dir: Path | None = None,
+                   features: bool = True) -> tuple[list[np.ndarray], np.ndarray | None]:
+    """The teacher's probabilities (and features, if it has them and ``features``) for every clip.
 
     An :class:`EncoderTeacher` with a ``cache_dir`` reuses cached encoder frames (keyed by
-    the clips' keys), so only its small head runs again.
+    the clips' keys), so only its small head runs again. ``features=False`` (no feature
+    distillation) saves holding ``[N, T, hidden]`` float16 features: 1 GB for the default pool.
     """
     if isinstance(teacher, EncoderTeacher) and cache_dir is not None:
         frames = encode_cached(teacher.encoder, clips.audio, clips.keys, cache_dir,
                                stride=teacher.head.cfg.pool_stride)
+        logits: list[list[np.ndarray]] = []
+        hidden: list[np.ndarray] = []
         with torch.no_grad():
-            outs = [teacher.head.forward_features(torch.from_numpy(frames[s : s + 256]))
-                    for s in range(0, len(frames), 256)]
-        heads = [np.concatenate([torch.softmax(o[0][h], dim=-1).numpy() for o in outs])
-                 for h in range(len(outs[0][0]))]
-        return heads, np.concatenate([o[1].numpy().astype(np.float16) for o in outs])
+            for s in range(0, len(frames), 256):
+                z, h = teacher.head.forward_features(torch.from_numpy(frames[s : s + 256]).float())
+                logits.append([torch.softmax(zh, dim=-1).numpy() for zh in z])
+                if features:
+                    hidden.append(h.numpy().astype(np.float16))
+        heads = [np.concatenate([o[h] for o in logits]) for h in range(len(logits[0]))]
+        return heads, (np.concatenate(hidden) if hidden else None)
     probs: list[list[np.ndarray]] = []
     feats: list[np.ndarray] = []
     for s in range(0, len(clips), batch):
         out = teacher.predict(clips.audio[s : s + batch])
         probs.append(out.probs)
-        if out.features is not None:
+        if out.features is not None and features:
             feats.append(out.features.astype(np.float16))
     heads = [np.concatenate([p[h] for p in probs]) for h in range(len(probs[0]))]
     return heads, (np.concatenate(feats) if feats else None)
@@ -222,7 +227,7 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     t_feats: torch.Tensor | None = None
     if teacher is not None and (cfg.beta > 0 or cfg.gamma > 0):
         _LOGGER.info("teacher %s labels %d clips", teacher.name, len(pool))
-        probs, feats = teacher_labels(teacher, pool, cache_dir=cache_dir)
+        probs, feats = teacher_labels(teacher, pool, cache_dir=cache_dir, features=cfg.gamma > 0)
         if cfg.teacher_correct:
             probs = corrected(probs, pool.targets)
         t_logits = [torch.from_numpy(np.log(np.clip(p, 1e-8, 1.0))) for p in probs]

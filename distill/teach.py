@@ -86,7 +86,7 @@ def head_probs(head: EncoderHead, frames: np.ndarray, batch: int = 256) -> list[
     head.eval()
     outs: list[list[np.ndarray]] = []
     for s in range(0, len(frames), batch):
-        logits = head(torch.from_numpy(frames[s : s + batch]))
+        logits = head(torch.from_numpy(frames[s : s + batch]).float())
         outs.append([torch.softmax(z, dim=-1).numpy() for z in logits])
     return [np.concatenate([o[h] for o in outs]) for h in range(len(outs[0]))]
 
@@ -111,7 +111,7 @@ def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: Teacher
 
     def make_batch(idx: np.ndarray, step: int) -> Batch:
         t = torch.from_numpy(idx)
-        return Batch(inputs=xt[t], targets=[yt[t, h] for h in range(yt.shape[1])])
+        return Batch(inputs=xt[t].float(), targets=[yt[t, h] for h in range(yt.shape[1])])
 
     def evaluate(model: torch.nn.Module) -> dict[str, float]:
         m = probs_metrics(layout, head_probs(model, x_val), val)  # type: ignore[arg-type]

@@ -61,6 +61,8 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert (bundle_dir / "MODEL_CARD.md").read_text().count("## Build") == 1
     report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
     assert set(report["stages_s"]) >= {"synth", "teacher", "student", "calibrate", "evaluate", "export", "total"}
+    peaks = [report["peak_rss_mb"][stage] for stage in report["stages_s"]]  # every stage, in order
+    assert peaks[0] > 50 and peaks == sorted(peaks)  # MiB of a process that imported torch; never falls
     # A re-run reuses the corpus audio and the finished checkpoints: nothing is trained again.
     rows = (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n")
     again = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True)

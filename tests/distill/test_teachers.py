@@ -129,6 +129,28 @@ def test_neural_teacher_and_cache(tmp_path: Path) -> None:
     np.testing.assert_allclose(out.probs[0].sum(axis=1), 1.0, rtol=1e-5)
     assert out.features is not None and out.features.shape == (3, 5, 16)
     assert pool_frames(np.ones((1, 7, 2)), 3).shape == (1, 2, 2)
+    assert a.dtype == np.float16  # the cache's precision in memory too; batches are cast one at a time
+
+
+def test_teacher_labels_from_the_cache_with_and_without_features(tmp_path: Path) -> None:
+    from distill.data import ClipSet
+    from distill.distillation import teacher_labels
+
+    enc = _FakeEncoder()
+    audio = [np.full(100, v, np.float32) for v in (0.1, 0.2, 0.3)]
+    clips = ClipSet("fake", audio, [], np.zeros((3, 2), np.int64), ["a", "b", "c"])
+    torch.manual_seed(0)
+    teacher = EncoderTeacher(enc, EncoderHead([2, 3], HeadConfig(d_in=16, hidden=8, pool_stride=2)), LAYOUT)
+    probs, feats = teacher_labels(teacher, clips, cache_dir=tmp_path)
+    assert feats is not None and feats.shape == (3, 5, 8) and feats.dtype == np.float16
+    probs_only, none = teacher_labels(teacher, clips, cache_dir=tmp_path, features=False)
+    assert none is None and enc.calls == 1  # the second call read the cache
+    for p, q in zip(probs, probs_only, strict=True):
+        np.testing.assert_array_equal(p, q)
+    direct = teacher.predict(audio).probs  # float32 frames, not the float16 cache: close, not equal
+    for p, q in zip(probs, direct, strict=True):
+        np.testing.assert_allclose(p, q, atol=1e-2)
+    assert teacher_labels(teacher, clips, features=False)[1] is None  # no cache: predict(), same switch
 
 
 class _Fixed:
