@@ -27,6 +27,7 @@ Quantized weights carry ``<name>_scale``: int8 per output row, ``w = w_int8 / sc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -394,16 +395,33 @@ class TorchWhisperEncoder:
         self.features = WhisperFeatures(window_s)
         self.window_s = window_s
         self.net = load_encoder_net(self.model_dir)
+        self._loaded = weights_fingerprint(self.net)
 
     @property
     def cache_tag(self) -> str:
-        """The engine, for :func:`distill.teachers.neural.encode_cached`'s keys (never shared with CTranslate2's)."""
-        return "torch-fp32"
+        """The engine, for :func:`distill.teachers.neural.encode_cached`'s keys (never shared with CTranslate2's).
+
+        ``torch-fp32`` while the weights are those of ``model.bin``; once they have been changed
+        (fine-tuned), ``torch-fp32-<fingerprint>`` of the current weights, so frames cached before the
+        change are never read back for the changed encoder. Costs one hash of the weights per call
+        (~80 MB for Whisper base).
+        """
+        now = weights_fingerprint(self.net)
+        return "torch-fp32" if now == self._loaded else f"torch-fp32-{now[:16]}"
 
     def encode(self, audio: Sequence[np.ndarray]) -> np.ndarray:
         mel = torch.from_numpy(self.features(audio))
         with torch.no_grad():
             return self.net(mel).numpy()
+
+
+def weights_fingerprint(net: nn.Module) -> str:
+    """sha1 of every parameter and buffer, in ``state_dict`` order (names included)."""
+    h = hashlib.sha1()
+    for name, tensor in net.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 # --- the teacher as one ONNX graph --------------------------------------------------------------------

@@ -242,6 +242,20 @@ def test_torch_encoder_features_are_cached_apart_from_ctranslate2s(tmp_path: Pat
     assert float(np.abs(got).mean()) > 0.1 and len(list(cache.glob("*.npy"))) == 4
 
 
+def test_a_fine_tuned_encoder_never_reads_the_frames_cached_before_the_change(tmp_path: Path) -> None:
+    folder = tiny_whisper_dir(tmp_path / "whisper")
+    encoder = TorchWhisperEncoder(folder, window_s=1.0)
+    cache, keys, clips = tmp_path / "cache", ["a", "b"], [speechlike(0.6, 0), speechlike(0.9, 1)]
+    before = encode_cached(encoder, clips, keys, cache, stride=2)
+    with torch.no_grad():
+        next(encoder.net.parameters()).add_(0.5)  # one optimizer step's worth of change, say
+    assert encoder.cache_tag.startswith("torch-fp32-") and encoder.cache_tag != "torch-fp32"
+    after = encode_cached(encoder, clips, keys, cache, stride=2)
+    np.testing.assert_allclose(after, pool_frames(encoder.encode(clips), 2), atol=0.01)  # the new weights' frames
+    assert np.abs(after.astype(np.float32) - before).max() > 0.01 and len(list(cache.glob("*.npy"))) == 4
+    assert TorchWhisperEncoder(folder, window_s=1.0).cache_tag == "torch-fp32"  # the unchanged weights' files
+
+
 def test_logmel_conv_matches_whisper_features() -> None:
     clips = [speechlike(0.7, 3), speechlike(1.0, 4), 1e-4 * speechlike(0.3, 5)]
     features = WhisperFeatures(1.0)
