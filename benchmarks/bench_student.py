@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from assistant.context import load_context
 from assistant.decode import HeadLayout
 from distill.bench import load_teacher
 from distill.build import PRESETS
+from distill.corpus import read_manifest
 from distill.data import ClipSet, load_corpus
 from distill.distillation import StudentRecipe, train_student
 from distill.evaluate import calibrate_threshold, format_table
@@ -45,11 +47,14 @@ from distill.teach import probs_metrics
 from distill.train import TrainConfig
 
 
-def _cached_pool(cache: Path) -> None:
+def _cached_pool(cache: Path, corpus: Path) -> None:
     """Make train_student reuse (or, the first time, save) the pool, its teacher labels and its log-mel."""
     if cache.is_file():
         c = torch.load(cache, weights_only=False)  # our own file, written below
-        pool = ClipSet("pool", [np.zeros(1, np.float32)] * len(c["keys"]), c["refs"], c["targets"], c["keys"])
+        # transcripts (CTC targets) from the corpus: a pool.pt saved before references had text lacks them
+        said = {u.id: u.text for u in read_manifest(corpus)}
+        refs = [replace(r, text=said.get(r.id, "")) for r in c["refs"]]
+        pool = ClipSet("pool", [np.zeros(1, np.float32)] * len(c["keys"]), refs, c["targets"], c["keys"])
         D.augmented_copies = lambda *a, **k: pool
         D.teacher_labels = lambda *a, **k: (c["probs"], c["feats"])
         D.log_mel = lambda *a, **k: c["mels"]
@@ -103,7 +108,7 @@ def main() -> None:
     teacher = load_teacher(args.build / "teacher" / "best.pt", None, threads=1)
     preset = PRESETS[args.preset]
     fit_clips = train.subset(np.random.default_rng(0).choice(len(train), min(800, len(train)), replace=False))
-    _cached_pool(args.out / "pool.pt")
+    _cached_pool(args.out / "pool.pt", args.build / "corpus")
     rows = []
     for name, spec_text in args.variant:
         spec = json.loads(spec_text)

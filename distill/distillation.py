@@ -24,7 +24,8 @@ from assistant.decode import HeadLayout
 from distill.augment import AugmentConfig
 from distill.data import ClipSet, pad_batch
 from distill.evaluate import Metrics
-from distill.nets.student import Student, StudentConfig
+from distill.losses import CTC_ALPHABET, ctc_encode
+from distill.nets.student import Student, StudentConfig, step_mask
 from distill.teach import augmented_copies, probs_metrics
 from distill.teachers.base import Teacher
 from distill.teachers.neural import EncoderTeacher, encode_cached
@@ -245,6 +246,10 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
         project = nn.Linear(recipe.student.channels, int(t_feats.shape[-1]))
     targets = torch.from_numpy(pool.targets)
     teacher_rate = (t_feats.shape[1] / teacher_window_s) if t_feats is not None else 0.0
+    ctc_head = nn.Linear(recipe.student.channels, len(CTC_ALPHABET) + 1) if cfg.ctc > 0 else None
+    spelled = [torch.tensor(ctc_encode(r.text), dtype=torch.long) for r in pool.references] if cfg.ctc > 0 else []
+    if cfg.ctc > 0 and not any(len(t) for t in spelled):
+        raise ValueError("train.ctc > 0 needs transcripts: the pool's references have no text")
 
     def make_batch(idx: np.ndarray, step: int) -> Batch:
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
@@ -260,8 +265,14 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
             seconds = x.shape[2] * recipe.student.frontend.hop_length / 16000
             frames = max(1, min(t_feats.shape[1], int(round(seconds * teacher_rate))))
             feats = t_feats[t, :frames].float()
-        return Batch(inputs=x, targets=[targets[t, h] for h in range(targets.shape[1])],
-                     teacher_logits=[z[t] for z in t_logits] if t_logits is not None else None, teacher_feats=feats)
+        out = Batch(inputs=x, targets=[targets[t, h] for h in range(targets.shape[1])],
+                    teacher_logits=[z[t] for z in t_logits] if t_logits is not None else None, teacher_feats=feats)
+        if ctc_head is not None:
+            steps = x.shape[2] // model.stride
+            out.ctc_input_lengths = step_mask(x[:, -1] > 0.5, model.stride, steps).sum(dim=1)
+            out.ctc_targets = torch.cat([spelled[i] for i in idx])
+            out.ctc_target_lengths = torch.tensor([len(spelled[i]) for i in idx], dtype=torch.long)
+        return out
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         metrics = probs_metrics(layout, student_probs(model, val), val)
@@ -272,7 +283,7 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     trainable = MelStudent(model)
     lengths = np.array([m.shape[-1] for m in mels])
     best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,
-               lengths=lengths, progress=progress)
+               ctc_head=ctc_head, lengths=lengths, progress=progress)
     trainable.load_state_dict(load_checkpoint(out_dir / f"{recipe.checkpoint}.pt")["model"])
     return model.eval(), best
 

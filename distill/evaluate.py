@@ -56,6 +56,8 @@ class Reference:
     """Group key -> value (voice, engine, condition ...) for the per-group breakdowns."""
     id: str = ""
     """Utterance id, shown in the error examples."""
+    text: str = ""
+    """What was said (the manifest's ``text``; empty for noise and silence): CTC targets in training."""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -98,7 +100,7 @@ class Reference:
         kind = data.get("kind", "command" if intent is not None else "out_of_domain")
         try:
             return cls(intent=intent, slots={str(k): str(v) for k, v in slots.items()}, kind=str(kind),
-                       groups=found, id=str(data.get("id", "")))
+                       groups=found, id=str(data.get("id", "")), text=str(data.get("text") or ""))
         except ValueError as exc:
             raise CorpusError(str(exc)) from None
 

@@ -55,6 +55,31 @@ def align_time(feats: torch.Tensor, frames: int) -> torch.Tensor:
     return F.interpolate(feats.transpose(1, 2), size=frames, mode="linear", align_corners=False).transpose(1, 2)
 
 
+CTC_ALPHABET = " abcdefghijklmnopqrstuvwxyz'"
+"""The characters the auxiliary CTC loss spells transcripts with; index 0 is CTC's blank, so a
+character's class is its position here + 1. Other characters (digits, punctuation) are dropped:
+the corpus writes numbers as words ("forty five"), as they are spoken."""
+
+
+def ctc_encode(text: str) -> list[int]:
+    """``text`` as CTC classes: lower-cased, runs of spaces folded, other characters dropped."""
+    kept = "".join(ch for ch in text.lower() if ch in CTC_ALPHABET)
+    return [CTC_ALPHABET.index(ch) + 1 for ch in " ".join(kept.split())]
+
+
+def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:
+    """CTC (blank 0) of per-step ``logits`` ``[B, T, classes]`` against concatenated ``targets``.
+
+    Averaged over the batch, each clip's loss divided by its transcript length (``reduction='mean'``);
+    a clip whose transcript cannot fit its steps adds 0 (``zero_infinity``), as do clips with no
+    transcript (noise, silence: all blank is then the only path, which is learned).
+    """
+    log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)  # [T, B, C]
+    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths.clamp(min=0), blank=0,
+                      reduction="mean", zero_infinity=True)
+
+
 def total_loss(
     student: Sequence[torch.Tensor],
     targets: Sequence[torch.Tensor],
@@ -67,8 +92,13 @@ def total_loss(
     student_feats: torch.Tensor | None = None,
     teacher_feats: torch.Tensor | None = None,
     feature_kind: str = "mse",
+    ctc: float = 0.0,
+    ctc_logits: torch.Tensor | None = None,
+    ctc_targets: torch.Tensor | None = None,
+    ctc_target_lengths: torch.Tensor | None = None,
+    ctc_input_lengths: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """α·CE + β·KD (+ γ·feature loss); returns the loss and its parts for logging."""
+    """α·CE + β·KD (+ γ·feature loss) (+ ctc·CTC); returns the loss and its parts for logging."""
     ce = heads_ce(student, targets)
     parts = {"ce": float(ce.detach())}
     loss = alpha * ce
@@ -84,5 +114,11 @@ def total_loss(
         fl = feature_loss(student_feats, align_time(teacher_feats, student_feats.shape[1]), feature_kind)
         parts["feat"] = float(fl.detach())
         loss = loss + gamma * fl
+    if ctc > 0:
+        if ctc_logits is None or ctc_targets is None or ctc_target_lengths is None or ctc_input_lengths is None:
+            raise ValueError("ctc > 0 needs CTC logits, targets, target lengths and input lengths")
+        cl = ctc_loss(ctc_logits, ctc_targets, ctc_input_lengths, ctc_target_lengths)
+        parts["ctc"] = float(cl.detach())
+        loss = loss + ctc * cl
     parts["total"] = float(loss.detach())
     return loss, parts

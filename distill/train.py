@@ -65,6 +65,10 @@ class TrainConfig:
     """Weight of intermediate-feature distillation (needs teacher features)."""
     feature_kind: str = "mse"
     """'mse' or 'cosine'."""
+    ctc: float = 0.0
+    """Weight of an auxiliary CTC loss on the transcript's characters (:data:`distill.losses.CTC_ALPHABET`),
+    read from the student's per-step features by a linear layer that is trained with it and never
+    exported (0: off). A dense, per-frame signal of *what was said*, on top of the utterance-level heads."""
     teacher_correct: bool = False
     """Where the teacher's top class on a head is not the clip's true label, distil towards the true
     label on that head instead (synthetic clips know their label; the teacher accepts negatives)."""
@@ -105,8 +109,8 @@ class TrainConfig:
             raise ConfigError(f"train.length_buckets: expected >= 0, got {self.length_buckets}")
         if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
             raise ConfigError("train.time_masks/time_mask_frames/freq_masks/freq_mask_bins must be >= 0")
-        if min(self.alpha, self.beta, self.gamma) < 0 or self.temperature <= 0:
-            raise ConfigError("train.alpha/beta/gamma must be >= 0 and temperature > 0")
+        if min(self.alpha, self.beta, self.gamma, self.ctc) < 0 or self.temperature <= 0:
+            raise ConfigError("train.alpha/beta/gamma/ctc must be >= 0 and temperature > 0")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,19 +155,31 @@ class Batch:
     """Per head ``[B]`` class indices."""
     teacher_logits: list[torch.Tensor] | None = None
     teacher_feats: torch.Tensor | None = None
+    ctc_targets: torch.Tensor | None = None
+    """The batch's transcripts as :data:`distill.losses.CTC_ALPHABET` indices, concatenated (``ctc > 0``)."""
+    ctc_target_lengths: torch.Tensor | None = None
+    """``[B]`` characters per clip."""
+    ctc_input_lengths: torch.Tensor | None = None
+    """``[B]`` real (unpadded) network steps per clip."""
 
 
 class _WithFeatures(nn.Module):
-    """Calls ``forward_features`` through ``forward``, so DDP's gradient hooks see it."""
+    """Calls ``forward_features`` through ``forward``, so DDP's gradient hooks see it.
 
-    def __init__(self, model: nn.Module, project: nn.Module | None) -> None:
+    Returns the logits, the features projected for feature distillation (None without ``project``)
+    and the CTC head's logits ``[B, T, symbols]`` (None without ``ctc_head``).
+    """
+
+    def __init__(self, model: nn.Module, project: nn.Module | None, ctc_head: nn.Module | None = None) -> None:
         super().__init__()
         self.model = model
-        self.project = project if project is not None else nn.Identity()
+        self.project = project
+        self.ctc_head = ctc_head
 
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
         logits, feats = self.model.forward_features(x)  # type: ignore[operator]
-        return logits, self.project(feats)
+        projected = self.project(feats) if self.project is not None else None
+        return logits, projected, (self.ctc_head(feats) if self.ctc_head is not None else None)
 
 
 def _distributed() -> tuple[int, int]:
@@ -177,12 +193,13 @@ def _distributed() -> tuple[int, int]:
 
 def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
                     cfg: TrainConfig, model_config: dict[str, Any], best: dict[str, Any],
-                    project: nn.Module | None = None) -> None:
+                    project: nn.Module | None = None, ctc_head: nn.Module | None = None) -> None:
     """Model weights and config, optimizer, step and training config: enough to rebuild and resume."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                 "train_config": cfg.to_dict(), "model_config": model_config, "best": best,
-                "project": project.state_dict() if project is not None else None}, tmp)
+                "project": project.state_dict() if project is not None else None,
+                "ctc_head": ctc_head.state_dict() if ctc_head is not None else None}, tmp)
     tmp.replace(path)
 
 
@@ -218,6 +235,7 @@ def fit(
     model_config: dict[str, Any] | None = None,
     select: str = "command_acceptance",
     project: nn.Module | None = None,
+    ctc_head: nn.Module | None = None,
     lengths: np.ndarray | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -226,14 +244,18 @@ def fit(
     ``make_batch(indices, step)`` builds the batch for those examples (it may augment,
     seeded by step). ``evaluate(model)`` returns metrics; ``select`` names the one to
     maximize (best checkpoint: ``best.pt``). ``project`` maps student features to the
-    teacher's width for feature distillation and is trained with the model. ``lengths`` (one per
+    teacher's width for feature distillation and is trained with the model; so is ``ctc_head``, which
+    maps per-step features to CTC logits (``cfg.ctc > 0``; the batches then carry transcripts). ``lengths`` (one per
     example) lets ``cfg.length_buckets`` group similar-length examples into a batch.
     """
     rank, world = _distributed()
     device = torch.device("cuda", rank % max(1, torch.cuda.device_count())) if torch.cuda.is_available() else None
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    params = list(model.parameters()) + (list(project.parameters()) if project is not None else [])
+    if cfg.ctc > 0 and ctc_head is None:
+        raise ValueError("train.ctc > 0 needs a ctc_head")
+    aux = [m for m in (project, ctc_head) if m is not None]
+    params = list(model.parameters()) + [q for m in aux for q in m.parameters()]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, {select: -1.0, "step": -1}
     last = out_dir / "last.pt"
@@ -244,13 +266,17 @@ def fit(
         optimizer.load_state_dict(ckpt["optimizer"])
         if project is not None and ckpt.get("project") is not None:
             project.load_state_dict(ckpt["project"])
+        if ctc_head is not None and ckpt.get("ctc_head") is not None:
+            ctc_head.load_state_dict(ckpt["ctc_head"])
         start, best = int(ckpt["step"]), dict(ckpt["best"])
         _LOGGER.info("resuming from %s at step %d", last, start)
     if device is not None:
         model.to(device)
-        if project is not None:
-            project.to(device)
-    trainable: nn.Module = _WithFeatures(model, project) if cfg.gamma > 0 else model
+        for m in aux:
+            m.to(device)
+    wrapped = cfg.gamma > 0 or cfg.ctc > 0
+    trainable: nn.Module = (_WithFeatures(model, project if cfg.gamma > 0 else None, ctc_head if cfg.ctc > 0 else None)
+                            if wrapped else model)
     net: nn.Module = nn.parallel.DistributedDataParallel(trainable) if world > 1 else trainable
     log_path = out_dir / "metrics.csv"
     board = _tensorboard(out_dir) if rank == 0 else None
@@ -270,14 +296,16 @@ def fit(
         batch = make_batch(batch_indices(n_examples, step, cfg, rank, world, lengths), step)
         inputs = batch.inputs.to(device) if device is not None else batch.inputs
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device is not None):
-            if cfg.gamma > 0:
-                logits, feats = net(inputs)
+            if wrapped:
+                logits, feats, ctc_logits = net(inputs)
             else:
-                logits, feats = net(inputs), None
+                logits, feats, ctc_logits = net(inputs), None, None
         loss, parts = total_loss(
             [z.float() for z in logits], batch.targets, batch.teacher_logits, alpha=cfg.alpha, beta=cfg.beta,
             temperature=cfg.temperature, gamma=cfg.gamma, student_feats=feats, teacher_feats=batch.teacher_feats,
-            feature_kind=cfg.feature_kind,
+            feature_kind=cfg.feature_kind, ctc=cfg.ctc,
+            ctc_logits=ctc_logits.float() if ctc_logits is not None else None, ctc_targets=batch.ctc_targets,
+            ctc_target_lengths=batch.ctc_target_lengths, ctc_input_lengths=batch.ctc_input_lengths,
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -300,9 +328,10 @@ def fit(
                 improved = metrics.get(select, -1.0) > best[select]
                 if improved:
                     best = {**metrics, "step": done}
-                    save_checkpoint(out_dir / "best.pt", model, optimizer, done, cfg, model_config or {}, best, project)
+                    save_checkpoint(out_dir / "best.pt", model, optimizer, done, cfg, model_config or {}, best, project,
+                                    ctc_head)
                 evals_since_best = 0 if improved else evals_since_best + 1
-                save_checkpoint(last, model, optimizer, done, cfg, model_config or {}, best, project)
+                save_checkpoint(last, model, optimizer, done, cfg, model_config or {}, best, project, ctc_head)
                 _LOGGER.info("step %d: %s", done, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
             stop = torch.tensor([int(bool(cfg.patience) and evals_since_best >= cfg.patience)])
             if world > 1:
