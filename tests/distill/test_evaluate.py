@@ -134,7 +134,7 @@ def test_reference_from_utterance() -> None:
                   voice="piper:joe", engine="piper", split="test", extra={"augment": {"noise": {"snr_db": 9.0}}})
     r = Reference.from_utterance(u, group_keys=("voice", "split", "augment.noise.snr_db", "missing"),
                                  groups={"condition": "kitchen 9 dB"})
-    assert r == Reference("lights", {"state": "on"}, "command", id="u1", groups={
+    assert r == Reference("lights", {"state": "on"}, "command", id="u1", text="lights on", groups={
         "voice": "piper:joe", "split": "test", "augment.noise.snr_db": "9", "condition": "kitchen 9 dB"})
     neg = Reference.from_utterance({"id": "n", "intent": None, "slots": {}, "kind": "near_miss", "engine": "flite"})
     assert (neg.intent, neg.kind, neg.groups) == (None, "near_miss", {"engine": "flite", "kind": "near_miss"})
