@@ -52,6 +52,9 @@ class Preset:
     student: StudentRecipe
     target_far: float = 0.02
     """False-accept rate on validation negatives the rejection threshold is chosen for."""
+    target_wrong: float | None = None
+    """If set, the threshold also keeps wrong actions (validation commands accepted with a wrong intent
+    or slot) at most this share: :func:`distill.evaluate.calibrate_threshold`. None: not bounded."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -144,11 +147,13 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
 
 
 def build_section(context_path: str | Path, out: Path, preset: str, seed: int, utterances: int | None,
-                  stages_s: dict[str, float]) -> str:
+                  stages_s: dict[str, float], target_wrong: float | None = None) -> str:
     """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage."""
     command = f"hubvoice-distill build {context_path} -o {out} --preset {preset} --seed {seed}"
     if utterances:
         command += f" --utterances {utterances}"
+    if target_wrong is not None and preset != "custom" and target_wrong != PRESETS[preset].target_wrong:
+        command += f" --target-wrong-actions {target_wrong:g}"
     if preset == "custom":
         command += "  # a custom Preset object (see recipe above), not a named preset"
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, no GPU" \
@@ -164,14 +169,22 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
 
 def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
-          utterances: int | None = None, overwrite: bool = False, progress: bool = True) -> Path:
-    """Run the whole pipeline; returns the bundle folder. See the module docstring."""
+          utterances: int | None = None, overwrite: bool = False, progress: bool = True,
+          target_wrong: float | None = None) -> Path:
+    """Run the whole pipeline; returns the bundle folder. See the module docstring.
+
+    ``target_wrong`` overrides the preset's :attr:`Preset.target_wrong`.
+    """
     from distill.bundle import write_bundle
 
     if isinstance(preset, str) and preset not in PRESETS:
         raise ConfigError(f"preset: expected one of {', '.join(PRESETS)}, got {preset!r}")
     p = PRESETS[preset] if isinstance(preset, str) else preset
     preset_name = preset if isinstance(preset, str) else "custom"
+    if target_wrong is not None:
+        p = replace(p, target_wrong=target_wrong)
+    if p.target_wrong is not None and not 0.0 <= p.target_wrong <= 1.0:
+        raise ConfigError(f"target_wrong: expected a rate in [0, 1], got {p.target_wrong}")
     ctx = load_context(context_path)  # a malformed context fails here, before any work
     layout = HeadLayout.from_context(ctx)
     out = Path(out_dir)
@@ -201,7 +214,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                    teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress)
     with report.stage("calibrate"):
         val_probs = student_probs(student, val)
-        cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far)
+        cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far,
+                                  target_wrong=p.target_wrong)
         threshold = min(1.0, cal.threshold)
     with report.stage("evaluate"):
         rows = []
@@ -226,7 +240,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                    "params": cost["teacher_params"], "MMACs/s": enc_macs / 1e6},
                                   {"model": "student", "params": cost["student_params"],
                                    "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
-            "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s),
+            "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s,
+                                   p.target_wrong),
         }
         picked = np.random.default_rng(seed).choice(len(train), min(CALIBRATION_CLIPS, len(train)), False)
         calib = [train.audio[i] for i in picked]
@@ -235,7 +250,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             calibration_clips=calib, teacher_info={"name": teacher.name, "window_s": tcfg.window_s},
             recipe={"preset": preset_name, "seed": seed, "utterances": utterances or p.utterances,
                     "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
-                    "target_far": p.target_far},
+                    "target_far": p.target_far, "target_wrong": p.target_wrong},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},
                      "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],

@@ -108,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--work", type=Path, default=Path("work"), help="work folder (default: work)")
     build.add_argument("--real", type=Path, default=None, help="FSDD-style folder to evaluate on (never trained on)")
     build.add_argument("--whisper", default=None, help="CTranslate2 Whisper model directory for the teacher")
+    build.add_argument("--target-wrong-actions", type=float, default=None, metavar="RATE",
+                       help="also calibrate the threshold for at most RATE (0-1) of the validation commands "
+                            "accepted with a wrong intent or slot (default: only the false-accept target)")
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
@@ -176,7 +179,7 @@ def _build(args: argparse.Namespace) -> int:
 
     bundle = build(args.context, args.out, preset=args.preset, work=args.work, seed=args.seed, real=args.real,
                    whisper_dir=args.whisper, utterances=args.utterances, overwrite=args.overwrite,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, target_wrong=args.target_wrong_actions)
     print(f"{bundle}: bundle written")
     return 0
 

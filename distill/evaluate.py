@@ -297,26 +297,44 @@ class Calibration:
     """False-reject rate at ``threshold`` (None without commands)."""
     command_acceptance: float
     """Command acceptance at ``threshold``."""
+    target_wrong: float | None = None
+    """The wrong-action rate asked for (None: not bounded)."""
+    wrong_action_rate: float | None = None
+    """Share of the commands accepted with a wrong intent or slot at ``threshold``, which a hub would
+    carry out wrongly (None without commands)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "target_far": self.target_far,
                 "false_accept_rate": self.false_accept_rate, "false_reject_rate": self.false_reject_rate,
-                "command_acceptance": self.command_acceptance}
+                "command_acceptance": self.command_acceptance, "target_wrong": self.target_wrong,
+                "wrong_action_rate": self.wrong_action_rate}
+
+
+def wrong_action_rate(references: Sequence[Reference], decisions: Sequence[Decision]) -> float | None:
+    """Share of the commands accepted with a wrong intent or slot (None without commands)."""
+    pairs = [(r, d) for r, d in zip(references, decisions, strict=True) if r.is_command]
+    return _rate(sum(d.understood and not is_correct(r, d) for r, d in pairs), len(pairs))
 
 
 def calibrate_threshold(layout: HeadLayout, intent_probs: np.ndarray, slot_probs: Sequence[np.ndarray],
-                        references: Sequence[Reference], target_far: float = 0.01) -> Calibration:
-    """The smallest threshold whose false-accept rate on the negatives is at most ``target_far``.
+                        references: Sequence[Reference], target_far: float = 0.01,
+                        target_wrong: float | None = None) -> Calibration:
+    """The smallest threshold whose false-accept rate on the negatives is at most ``target_far`` and, with
+    ``target_wrong``, whose wrong-action rate (:func:`wrong_action_rate`) on the commands is at most that.
 
-    Candidates are 0 and, for each negative accepted at threshold 0, the next float above
-    its intent probability and above its decision confidence; the false-accept rate only
-    falls as the threshold rises, so a bisection over them, checked with :func:`decide_all`
-    itself, finds the smallest one. Without negatives the threshold is 0.0 (warned). When
-    only a threshold above 1.0 meets the target (negatives at probability 1.0), that
-    threshold is returned, rejecting every negative and every command, with a warning.
+    Candidates are 0 and, for each offender at threshold 0 (a negative accepted; with ``target_wrong``
+    also a command accepted wrongly), the next float above its intent probability and above its
+    decision confidence; both rates only fall as the threshold rises (a threshold rejects a whole
+    decision and changes nothing else in it), so a bisection over them, checked with
+    :func:`decide_all` itself, finds the smallest one. Without negatives (and no ``target_wrong``)
+    the threshold is 0.0 (warned). When only a threshold above 1.0 meets the targets (offenders at
+    probability 1.0), that threshold is returned, rejecting every negative and every command, with a
+    warning.
     """
     if not 0.0 <= target_far <= 1.0:
         raise ValueError(f"target_far must be in [0, 1], got {target_far}")
+    if target_wrong is not None and not 0.0 <= target_wrong <= 1.0:
+        raise ValueError(f"target_wrong must be in [0, 1], got {target_wrong}")
     probs = np.asarray(intent_probs)
     if len(references) != len(probs):
         raise ValueError(f"{len(references)} references but {len(probs)} rows of probabilities")
@@ -324,37 +342,48 @@ def calibrate_threshold(layout: HeadLayout, intent_probs: np.ndarray, slot_probs
         raise ValueError("probabilities must be finite (got NaN or inf)")
 
     def at(threshold: float) -> Calibration:
-        m = score(references, decide_all(layout, probs, slot_probs, threshold=threshold), layout=layout)
-        return Calibration(threshold, target_far, m.false_accept_rate, m.false_reject_rate, m.command_acceptance)
+        decisions = decide_all(layout, probs, slot_probs, threshold=threshold)
+        m = score(references, decisions, layout=layout)
+        return Calibration(threshold, target_far, m.false_accept_rate, m.false_reject_rate, m.command_acceptance,
+                           target_wrong, wrong_action_rate(references, decisions))
 
     negatives = np.array([not r.is_command for r in references], dtype=bool)
-    if not negatives.any():
+    if not negatives.any() and target_wrong is None:
         _LOGGER.warning("No negatives to calibrate on: threshold 0.0, false accepts unmeasured")
         return at(0.0)
-    neg_intent = probs[negatives]
-    neg_slots = [np.asarray(h)[negatives] for h in slot_probs]
-    base = decide_all(layout, neg_intent, neg_slots)
-    accepted = [k for k, d in enumerate(base) if d.understood]
-    values = {float(neg_intent[k].max()) for k in accepted} | {float(base[k].confidence) for k in accepted}
+    base = decide_all(layout, probs, slot_probs)
+    offenders = [k for k, (r, d) in enumerate(zip(references, base, strict=True))
+                 if d.understood and (not r.is_command or (target_wrong is not None and not is_correct(r, d)))]
+    values = {float(probs[k].max()) for k in offenders} | {float(base[k].confidence) for k in offenders}
     candidates = [0.0, *sorted(float(np.nextafter(v, math.inf)) for v in values)]
+    n_neg, n_cmd = int(negatives.sum()), int((~negatives).sum())
 
-    def far(threshold: float) -> float:
-        return sum(d.understood for d in decide_all(layout, neg_intent, neg_slots, threshold=threshold)) / len(base)
+    def meets(threshold: float) -> bool:
+        decisions = decide_all(layout, probs, slot_probs, threshold=threshold)
+        accepted_neg = sum(d.understood for d, neg in zip(decisions, negatives, strict=True) if neg)
+        if n_neg and accepted_neg > target_far * n_neg:
+            return False
+        if target_wrong is None or not n_cmd:
+            return True
+        return (wrong_action_rate(references, decisions) or 0.0) <= target_wrong
 
-    lo, hi = 0, len(candidates) - 1  # far(candidates[hi]) == 0: it is above every accepted negative
+    lo, hi = 0, len(candidates) - 1  # meets(candidates[hi]): it is above every offender
     while lo < hi:
         mid = (lo + hi) // 2
-        if far(candidates[mid]) <= target_far:
+        if meets(candidates[mid]):
             hi = mid
         else:
             lo = mid + 1
     result = at(candidates[lo])
     if result.threshold > 1.0:
-        _LOGGER.warning("No threshold in [0, 1] meets a false-accept rate of %.3g (negatives accepted with "
-                        "probability 1.0); using %r, which rejects everything", target_far, result.threshold)
+        _LOGGER.warning("No threshold in [0, 1] meets a false-accept rate of %.3g%s (offenders accepted with "
+                        "probability 1.0); using %r, which rejects everything", target_far,
+                        "" if target_wrong is None else f" and a wrong-action rate of {target_wrong:.3g}",
+                        result.threshold)
     else:
-        _LOGGER.info("Threshold %.6g: false accepts %.2f%%, command acceptance %.2f%%", result.threshold,
-                     100 * (result.false_accept_rate or 0.0), 100 * result.command_acceptance)
+        _LOGGER.info("Threshold %.6g: false accepts %.2f%%, wrong actions %.2f%%, command acceptance %.2f%%",
+                     result.threshold, 100 * (result.false_accept_rate or 0.0),
+                     100 * (result.wrong_action_rate or 0.0), 100 * result.command_acceptance)
     return result
 
 

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from assistant.bundle import load_bundle  # noqa: E402
-from assistant.errors import ContextError  # noqa: E402
+from assistant.errors import ConfigError, ContextError  # noqa: E402
 from distill.build import Preset, build  # noqa: E402
 from distill.distillation import StudentRecipe  # noqa: E402
 from distill.nets.student import StudentConfig  # noqa: E402
@@ -47,6 +47,14 @@ def test_a_malformed_context_fails_before_any_work(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
+def test_a_wrong_action_target_out_of_range_fails_before_any_work(tmp_path: Path) -> None:
+    ctx = tmp_path / "toy.yaml"
+    ctx.write_text(TOY)
+    with pytest.raises(ConfigError, match="target_wrong"):
+        build(ctx, tmp_path / "out", preset=MICRO, work=tmp_path / "work", target_wrong=1.5)
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
@@ -65,7 +73,10 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert peaks[0] > 50 and peaks == sorted(peaks)  # MiB of a process that imported torch; never falls
     # A re-run reuses the corpus audio and the finished checkpoints: nothing is trained again.
     rows = (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n")
-    again = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True)
-    assert load_bundle(again).manifest.name == "toy"
+    # ... and may recalibrate: with no wrong actions allowed, the threshold can only rise
+    again = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True, target_wrong=0.0)
+    manifest = load_bundle(again).manifest.to_dict()
+    assert manifest["name"] == "toy" and manifest["recipe"]["target_wrong"] == 0.0
+    assert manifest["metrics"]["threshold"] >= metrics["threshold"]
     assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
     assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2

@@ -203,6 +203,25 @@ def test_calibrate_threshold(target: float, above: float | None, far: float, acc
     assert (m.false_accept_rate, m.command_acceptance) == (cal.false_accept_rate, cal.command_acceptance)
 
 
+def test_calibrate_bounds_wrong_actions_too() -> None:
+    intent, slots, refs = _calibration_case()
+    refs[5] = Reference("thermostat")  # decided "lights" at 0.8: the hub would switch the wrong thing
+    loose = calibrate_threshold(LAYOUT, intent, slots, refs, target_far=0.75)
+    assert loose.threshold == 0.0 and loose.wrong_action_rate == 0.25 and loose.target_wrong is None
+    cal = calibrate_threshold(LAYOUT, intent, slots, refs, target_far=0.75, target_wrong=0.0)
+    assert 0.8 < cal.threshold < 0.8 + 1e-9  # just above the wrong command's confidence
+    assert (cal.wrong_action_rate, cal.false_accept_rate, cal.command_acceptance) == (0.0, 0.0, 5 / 8)
+    assert cal.to_dict()["target_wrong"] == 0.0
+    # the stricter target decides: false accepts need > 0.7, and 1 wrong command in 4 is allowed
+    both = calibrate_threshold(LAYOUT, intent, slots, refs, target_far=0.0, target_wrong=0.25)
+    assert 0.7 < both.threshold < 0.7 + 1e-9 and both.wrong_action_rate == 0.25
+    # commands alone (no negatives) can still be calibrated for wrong actions
+    alone = calibrate_threshold(LAYOUT, intent[4:], [h[4:] for h in slots], refs[4:], target_wrong=0.0)
+    assert 0.8 < alone.threshold < 0.8 + 1e-9 and alone.false_accept_rate is None
+    with pytest.raises(ValueError, match="target_wrong"):
+        calibrate_threshold(LAYOUT, intent, slots, refs, target_wrong=2.0)
+
+
 def test_calibrate_without_negatives_warns(caplog: pytest.LogCaptureFixture) -> None:
     intent, slots, refs = _calibration_case()
     with caplog.at_level(logging.WARNING):
