@@ -18,7 +18,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,19 @@ class Batch:
     """``[B]`` real (unpadded) network steps per clip."""
 
 
+def _to_device(batch: Batch, device: torch.device) -> Batch:
+    """Every tensor of ``batch`` on ``device`` (labels too: the losses compare them with the logits there)."""
+
+    def move(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            return x.to(device, non_blocking=True)
+        if isinstance(x, list):
+            return [move(v) for v in x]
+        return x
+
+    return Batch(**{f.name: move(getattr(batch, f.name)) for f in fields(batch)})
+
+
 class _WithFeatures(nn.Module):
     """Calls ``forward_features`` through ``forward``, so DDP's gradient hooks see it.
 
@@ -275,8 +288,8 @@ def fit(
         for m in aux:
             m.to(device)
     wrapped = cfg.gamma > 0 or cfg.ctc > 0
-    trainable: nn.Module = (_WithFeatures(model, project if cfg.gamma > 0 else None, ctc_head if cfg.ctc > 0 else None)
-                            if wrapped else model)
+    trainable: nn.Module = (_WithFeatures(model, (project or nn.Identity()) if cfg.gamma > 0 else None,
+                                          ctc_head if cfg.ctc > 0 else None) if wrapped else model)
     net: nn.Module = nn.parallel.DistributedDataParallel(trainable) if world > 1 else trainable
     log_path = out_dir / "metrics.csv"
     board = _tensorboard(out_dir) if rank == 0 else None
@@ -294,7 +307,9 @@ def fit(
             group["lr"] = lr_at(step, cfg)
         torch.manual_seed(cfg.seed * 1_000_003 + step)
         batch = make_batch(batch_indices(n_examples, step, cfg, rank, world, lengths), step)
-        inputs = batch.inputs.to(device) if device is not None else batch.inputs
+        if device is not None:
+            batch = _to_device(batch, device)
+        inputs = batch.inputs
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device is not None):
             if wrapped:
                 logits, feats, ctc_logits = net(inputs)

@@ -176,3 +176,29 @@ def test_two_process_ddp_on_gloo(tmp_path: Path) -> None:
     sums = [(tmp_path / "run" / f"rank{r}.ok").read_text() for r in range(2)]
     assert sums[0] == sums[1]
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_a_batch_moves_to_the_device_whole() -> None:
+    from distill.train import _to_device
+
+    b = Batch(inputs=torch.zeros(2, 3), targets=[torch.zeros(2, dtype=torch.long)] * 2,
+              teacher_logits=[torch.zeros(2, 4)], ctc_targets=torch.ones(5, dtype=torch.long),
+              ctc_target_lengths=torch.tensor([2, 3]), ctc_input_lengths=torch.tensor([9, 9]))
+    moved = _to_device(b, torch.device("meta"))  # a device without data: the move itself is what is checked
+    tensors = [moved.inputs, *moved.targets, *(moved.teacher_logits or []), moved.ctc_targets,
+               moved.ctc_target_lengths, moved.ctc_input_lengths]
+    assert all(t is not None and t.device.type == "meta" for t in tensors) and moved.teacher_feats is None
+    assert len(moved.targets) == 2 and b.inputs.device.type == "cpu"  # the original batch is untouched
+
+
+def test_feature_distillation_without_a_projection_compares_features_as_they_are(tmp_path: Path) -> None:
+    x, ys = _toy()
+
+    def make_batch(idx: np.ndarray, step: int) -> Batch:
+        t = torch.from_numpy(idx)
+        return Batch(inputs=x[t], targets=[y[t] for y in ys], teacher_feats=torch.zeros(len(idx), 6, 16))
+
+    cfg = TrainConfig(steps=4, batch_size=16, warmup=1, eval_every=4, gamma=1.0)
+    fit(_model(), make_batch, len(x), _accuracy(x, ys), cfg, tmp_path, progress=False)
+    row = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert "feat" in row[0].split(",")
