@@ -50,6 +50,7 @@ from distill.noises import (
     HOUSEHOLD_KINDS,
     add_noise,
     as_audio,
+    audible_indices,
     babble,
     babble_from,
     colored_noise,
@@ -294,6 +295,7 @@ class Augmenter:
             raise ConfigError(f"babble_ids: expected one id per pool utterance ({len(self.babble_pool)}), "
                               f"got {len(babble_ids)}")
         self.babble_ids = list(babble_ids) if babble_ids is not None else None
+        self._audible = audible_indices(self.babble_pool)  # once, not per clip: see babble_from
         c = self.config
         if c.noise_prob > 0 and c.colored_weight + c.household_weight == 0 and not self.babble_pool:
             raise ConfigError("AugmentConfig: babble_weight is the only positive noise weight, "
@@ -360,7 +362,8 @@ class Augmenter:
         self, x: np.ndarray, rng: np.random.Generator, exclude: Sequence[int]
     ) -> tuple[np.ndarray, dict[str, Any]]:
         c = self.config
-        babble_ok = len(set(exclude) & set(range(len(self.babble_pool)))) < len(self.babble_pool)
+        n_pool = len(self.babble_pool)
+        babble_ok = len({i for i in exclude if 0 <= i < n_pool}) < n_pool
         weights = np.array([c.colored_weight, c.household_weight, c.babble_weight if babble_ok else 0.0])
         if weights.sum() == 0:
             raise AudioError("babble: every pool utterance is excluded and no other noise type has a weight")
@@ -373,7 +376,7 @@ class Augmenter:
             info["kind"] = str(rng.choice(c.household_kinds))
             noise = household_noise(x.size, info["kind"], rng, c.sample_rate)
         else:
-            noise, used = babble_from(self.babble_pool, x.size, rng, c.babble_talkers, exclude)
+            noise, used = babble_from(self.babble_pool, x.size, rng, c.babble_talkers, exclude, self._audible)
             info["talkers"] = len(used)
             info["sources"] = [self.babble_ids[i] for i in used] if self.babble_ids is not None else used
         if not np.any(x):

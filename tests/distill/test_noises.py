@@ -10,6 +10,7 @@ from distill.noises import (
     COLORS,
     HOUSEHOLD_KINDS,
     add_noise,
+    audible_indices,
     babble,
     babble_from,
     colored_noise,
@@ -110,6 +111,35 @@ def test_babble_sums_other_utterances_and_loops_them() -> None:
     first = babble(pool, SR, np.random.default_rng(1))
     np.testing.assert_array_equal(first, babble(pool, SR, np.random.default_rng(1)))
     assert not np.array_equal(first, babble(pool, SR, np.random.default_rng(2)))
+
+
+def test_babble_from_a_precomputed_audible_list_is_the_same_babble() -> None:
+    pool = [_speechy(0.3, 0), np.zeros(0, np.float32), np.zeros(900, np.float32), *(_speechy(0.2, k) for k in (1, 2, 3))]
+    assert audible_indices(pool) == [0, 3, 4, 5]
+    for seed in range(5):
+        a = babble_from(pool, SR, np.random.default_rng(seed), exclude=[3])
+        b = babble_from(pool, SR, np.random.default_rng(seed), exclude=[3], audible=audible_indices(pool))
+        np.testing.assert_array_equal(a[0], b[0])
+        assert a[1] == b[1] and 3 not in a[1]
+
+
+def test_augmenting_a_pool_from_itself_draws_the_same_babble_as_scanning_it() -> None:
+    # The Augmenter lists the pool's audible clips once; the clips it makes must be exactly the ones
+    # made by scanning the pool on every call (cached teacher encodings are keyed by clip, not content).
+    from distill.augment import AugmentConfig, Augmenter
+
+    pool = [_speechy(0.4, k) for k in range(6)] + [np.zeros(800, np.float32)]
+    cfg = AugmentConfig.noise_only()
+    fast = Augmenter(cfg, babble_pool=pool)
+    scanning = Augmenter(cfg, babble_pool=pool)
+    scanning._audible = None  # type: ignore[assignment]  # babble_from then scans the pool itself
+    kinds = set()
+    for i in range(len(pool)):
+        a, rec = fast(pool[i], np.random.default_rng(i), exclude=(i,))
+        b, _ = scanning(pool[i], np.random.default_rng(i), exclude=(i,))
+        np.testing.assert_array_equal(a, b)
+        kinds.add(rec.get("noise", {}).get("type"))
+    assert "babble" in kinds  # the path under test was taken
 
 
 def test_babble_rejects_pools_without_speech() -> None:
