@@ -147,7 +147,8 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
 
 
 def build_section(context_path: str | Path, out: Path, preset: str, seed: int, utterances: int | None,
-                  stages_s: dict[str, float], target_wrong: float | None = None) -> str:
+                  stages_s: dict[str, float], target_wrong: float | None = None,
+                  peak_rss_mb: dict[str, float] | None = None) -> str:
     """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage."""
     command = f"hubvoice-distill build {context_path} -o {out} --preset {preset} --seed {seed}"
     if utterances:
@@ -159,8 +160,11 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, no GPU" \
         if not torch.cuda.is_available() else f"{platform.machine()}, GPU {torch.cuda.get_device_name(0)}"
     total = sum(stages_s.values())
-    table = format_table([*({"stage": k, "seconds": v} for k, v in stages_s.items()),
-                          {"stage": "total (until export)", "seconds": round(total, 1)}], ["stage", "seconds"])
+    rss = peak_rss_mb or {}
+    columns = ["stage", "seconds", *(["peak RSS so far (MiB)"] if rss else [])]
+    table = format_table([*({"stage": k, "seconds": v, "peak RSS so far (MiB)": rss.get(k)} for k, v in stages_s.items()),
+                          {"stage": "total (until export)", "seconds": round(total, 1),
+                           "peak RSS so far (MiB)": max(rss.values(), default=None)}], columns)
     return (f"Rebuild from scratch (seed {seed}) with\n\n    {command}\n\nThe time of the `build` run that wrote this "
             f"bundle, on {machine}. A run reuses what its work folder already holds (synthesized clips, teacher "
             f"encodings, finished checkpoints), so only a run in an empty work folder shows the from-scratch "
@@ -241,7 +245,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                   {"model": "student", "params": cost["student_params"],
                                    "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
             "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s,
-                                   p.target_wrong),
+                                   p.target_wrong, report.peak_rss_mb),
         }
         picked = np.random.default_rng(seed).choice(len(train), min(CALIBRATION_CLIPS, len(train)), False)
         calib = [train.audio[i] for i in picked]

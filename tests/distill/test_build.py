@@ -71,6 +71,7 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert set(report["stages_s"]) >= {"synth", "teacher", "student", "calibrate", "evaluate", "export", "total"}
     peaks = [report["peak_rss_mb"][stage] for stage in report["stages_s"]]  # every stage, in order
     assert peaks[0] > 50 and peaks == sorted(peaks)  # MiB of a process that imported torch; never falls
+    assert "peak RSS so far (MiB)" in (bundle_dir / "MODEL_CARD.md").read_text()  # the card says what it took
     # A re-run reuses the corpus audio and the finished checkpoints: nothing is trained again.
     rows = (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n")
     # ... and may recalibrate: with no wrong actions allowed, the threshold can only rise
