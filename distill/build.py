@@ -128,14 +128,19 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
     """Clips from held-out voices the student gets right: one per intent and a negative.
 
     Per intent the clip that says the most slots is chosen (ties: the shorter), so the samples (and the
-    demo) show what the model can do; the negative is the shortest out-of-domain sentence.
+    demo) show what the model can do; the negative is the shortest out-of-domain sentence. Clips
+    decided with a confidence a quarter of the way from the threshold to 1 come before all others:
+    the bundle keeps only the samples its int8 model decides the same way, and a command right at the
+    threshold of a strict calibration can fall below it after quantization.
     """
     from distill.evaluate import decide_all, is_correct
 
     decisions = decide_all(layout, probs[0], probs[1:], threshold=threshold)
+    margin = min(1.0, threshold + 0.25 * (1.0 - threshold))
     chosen: list[tuple[np.ndarray, dict[str, Any]]] = []
     seen: dict[str | None, int] = {}
-    order = sorted(range(len(test)), key=lambda i: (-len(test.references[i].slots), len(test.audio[i])))
+    order = sorted(range(len(test)), key=lambda i: (decisions[i].confidence < margin, -len(test.references[i].slots),
+                                                    len(test.audio[i])))
     for i in order:
         ref, d = test.references[i], decisions[i]
         limit = negatives if ref.intent is None else per_intent

@@ -74,10 +74,36 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert "peak RSS so far (MiB)" in (bundle_dir / "MODEL_CARD.md").read_text()  # the card says what it took
     # A re-run reuses the corpus audio and the finished checkpoints: nothing is trained again.
     rows = (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n")
-    # ... and may recalibrate: with no wrong actions allowed, the threshold can only rise
-    again = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True, target_wrong=0.0)
+    # ... and records a wrong-action target (this one allows everything, so the threshold is the same;
+    # what a real target does is tested in test_evaluate, on a micro model it may reject every command)
+    again = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True, target_wrong=1.0)
     manifest = load_bundle(again).manifest.to_dict()
-    assert manifest["name"] == "toy" and manifest["recipe"]["target_wrong"] == 0.0
-    assert manifest["metrics"]["threshold"] >= metrics["threshold"]
+    assert manifest["name"] == "toy" and manifest["recipe"]["target_wrong"] == 1.0
+    assert manifest["metrics"]["threshold"] == metrics["threshold"]
     assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
     assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
+
+
+def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None:
+    import numpy as np
+
+    from assistant.decode import ABSENT, NOT_UNDERSTOOD, HeadLayout
+    from distill.build import _pick_samples
+    from distill.data import ClipSet
+    from distill.evaluate import Reference
+
+    layout = HeadLayout(intents=(NOT_UNDERSTOOD, "lights"), slots=(("state", (ABSENT, "on", "off")),),
+                        intent_slots={"lights": frozenset({"state"})})
+    refs = [Reference("lights", {"state": "on"}, id="edge"),  # says a slot, but just over the threshold
+            Reference("lights", {}, id="sure"),  # no slot, far over it
+            Reference(None, kind="out_of_domain", id="neg")]
+    audio = [np.full(n, 0.1, np.float32) for n in (100, 200, 300)]
+    clips = ClipSet("t", audio, refs, np.zeros((3, 2), np.int64), ["a", "b", "c"])
+    intent = np.array([[0.09, 0.91], [0.01, 0.99], [0.9, 0.1]])
+    state = np.array([[0.05, 0.91, 0.04], [0.98, 0.01, 0.01], [1.0, 0.0, 0.0]])
+    picked = _pick_samples(layout, clips, [intent, state], threshold=0.9)
+    assert [len(a) for a, _ in picked] == [200, 300]  # "sure" (0.99 >= 0.925), then the negative
+    picked = _pick_samples(layout, clips, [intent, state], threshold=0.5)  # margin 0.625: both clear it
+    assert [len(a) for a, _ in picked] == [100, 300]  # the one with a slot, as before
+    only_edge = _pick_samples(layout, clips.subset([0, 2]), [intent[[0, 2]], state[[0, 2]]], threshold=0.9)
+    assert [len(a) for a, _ in only_edge] == [100, 300]  # without a sure clip, the edge one still serves
