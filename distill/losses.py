@@ -72,11 +72,11 @@ def ctc_loss(logits: torch.Tensor, targets: torch.Tensor, input_lengths: torch.T
     """CTC (blank 0) of per-step ``logits`` ``[B, T, classes]`` against concatenated ``targets``.
 
     Averaged over the batch, each clip's loss divided by its transcript length (``reduction='mean'``);
-    a clip whose transcript cannot fit its steps adds 0 (``zero_infinity``), as do clips with no
-    transcript (noise, silence: all blank is then the only path, which is learned).
+    a clip whose transcript cannot fit its steps adds 0 (``zero_infinity``). A clip with no transcript
+    (noise, silence) is scored on its one all-blank path, divided by 1.
     """
     log_probs = F.log_softmax(logits, dim=-1).transpose(0, 1)  # [T, B, C]
-    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths.clamp(min=0), blank=0,
+    return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0,
                       reduction="mean", zero_infinity=True)
 
 

@@ -35,6 +35,9 @@ def test_ctc_loss_against_hand_counted_paths() -> None:
     assert float(ctc_loss(two, torch.tensor([1]), torch.tensor([2]), torch.tensor([1]))) == pytest.approx(math.log(3))
     # 2 steps, target "12": the one path "12" -> p = 1/9, divided by the 2 characters
     assert float(ctc_loss(two, torch.tensor([1, 2]), torch.tensor([2]), torch.tensor([2]))) == pytest.approx(math.log(3))
+    # no transcript (noise, silence): the all-blank path, p = 1/9, divided by 1 rather than 0 characters
+    empty = torch.tensor([], dtype=torch.long)
+    assert float(ctc_loss(two, empty, torch.tensor([2]), torch.tensor([0]))) == pytest.approx(2 * math.log(3))
     # a transcript longer than the steps is impossible: it adds 0 instead of infinity
     assert float(ctc_loss(one, torch.tensor([1, 2]), torch.tensor([1]), torch.tensor([2]))) == 0.0
     logits = [torch.zeros(1, 2)]
