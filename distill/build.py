@@ -28,6 +28,7 @@ import torch
 from assistant.context import load_context
 from assistant.decode import HeadLayout
 from assistant.errors import ConfigError
+from distill.bench import peak_rss_kib
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import Metrics, calibrate_threshold, format_table
@@ -90,12 +91,8 @@ PRESETS: dict[str, Preset] = {
 
 
 def peak_rss_mb() -> float:
-    """The highest resident memory of this process so far, MiB (``ru_maxrss``; Linux counts it in KiB)."""
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+    """The highest resident memory of this process so far, MiB (:func:`distill.bench.peak_rss_kib`)."""
+    return round(peak_rss_kib() / 1024, 1)
 
 
 @dataclass
@@ -151,6 +148,13 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
     return chosen
 
 
+def stage_table(stages_s: dict[str, float], peak_rss_mb: dict[str, float | None]) -> str:
+    """Seconds and peak RSS so far (MiB) per stage, as a markdown table (no RSS column without RSS)."""
+    rss = "peak RSS so far (MiB)"
+    return format_table([{"stage": k, "seconds": v, rss: peak_rss_mb.get(k)} for k, v in stages_s.items()],
+                        ["stage", "seconds", *([rss] if peak_rss_mb else [])])
+
+
 def build_section(context_path: str | Path, out: Path, preset: str, seed: int, utterances: int | None,
                   stages_s: dict[str, float], target_wrong: float | None = None,
                   peak_rss_mb: dict[str, float] | None = None) -> str:
@@ -164,12 +168,9 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
         command += "  # a custom Preset object (see recipe above), not a named preset"
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, no GPU" \
         if not torch.cuda.is_available() else f"{platform.machine()}, GPU {torch.cuda.get_device_name(0)}"
-    total = sum(stages_s.values())
     rss = peak_rss_mb or {}
-    columns = ["stage", "seconds", *(["peak RSS so far (MiB)"] if rss else [])]
-    table = format_table([*({"stage": k, "seconds": v, "peak RSS so far (MiB)": rss.get(k)} for k, v in stages_s.items()),
-                          {"stage": "total (until export)", "seconds": round(total, 1),
-                           "peak RSS so far (MiB)": max(rss.values(), default=None)}], columns)
+    table = stage_table({**stages_s, "total (until export)": round(sum(stages_s.values()), 1)},
+                        {**rss, "total (until export)": max(rss.values())} if rss else {})
     return (f"Rebuild from scratch (seed {seed}) with\n\n    {command}\n\nThe time of the `build` run that wrote this "
             f"bundle, on {machine}. A run reuses what its work folder already holds (synthesized clips, teacher "
             f"encodings, finished checkpoints), so only a run in an empty work folder shows the from-scratch "
@@ -277,6 +278,5 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"},
                                                 indent=2))
     print(tables["Command acceptance (held-out voices)"])
-    print(format_table([{"stage": k, "seconds": v, "peak RSS so far (MiB)": report.peak_rss_mb.get(k)}
-                        for k, v in report.stages_s.items()], ["stage", "seconds", "peak RSS so far (MiB)"]))
+    print(stage_table(report.stages_s, dict(report.peak_rss_mb)))
     return bundle
