@@ -9,7 +9,7 @@ Every model is timed in a fresh subprocess of its own (``python -m distill.bench
 that loads only what its row needs — the students and the ONNX teacher through ONNX Runtime
 exactly as the hub runs a bundle (torch is never imported there, and the worker reports that
 it was not); the CTranslate2 and torch teachers as Python objects (Whisper encoder + the
-torch head) — and reports its own peak resident memory (``VmHWM``, see :func:`peak_rss_kib`):
+torch head) — and reports its own peak resident memory (``VmHWM``, see :func:`_rss_kib`):
 that of a process that did nothing but load the model and run it. Every model hears the
 same clip: the longest clip of the split (a bundle sample without a corpus), cut or
 zero-padded to ``seconds`` (the teachers then fit it to their own window).
@@ -67,7 +67,7 @@ _TEACHER_ROWS = {"ct2": "teacher CTranslate2 int8 + torch head", "torch": "teach
 # --- the worker: one model, one process ------------------------------------------------------------
 
 
-def peak_rss_kib() -> int:
+def _rss_kib() -> int:
     """Peak resident memory of this process in KiB: ``VmHWM`` of its address space on Linux.
 
     ``ru_maxrss`` would do elsewhere, but on Linux it also counts the parent's memory at the
@@ -85,7 +85,7 @@ def peak_rss_kib() -> int:
 def _worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Load one model, time it on the clip; returns latencies (ms) and peak RSS (KiB)."""
     x = np.load(spec["clip"]).astype(np.float32)
-    base = peak_rss_kib()
+    base = _rss_kib()
     if spec["kind"] == "onnx":
         m = read_manifest(spec["bundle"])
         session = open_session(Path(spec["model"]), threads=1)
@@ -118,7 +118,7 @@ def _worker(spec: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         run()
         times.append(1000.0 * (time.perf_counter() - start))
-    return {"latency_ms": times, "base_rss_kib": base, "peak_rss_kib": peak_rss_kib(),
+    return {"latency_ms": times, "base_rss_kib": base, "peak_rss_kib": _rss_kib(),
             "torch_loaded": "torch" in sys.modules}
 
 

@@ -28,7 +28,6 @@ import torch
 from assistant.context import load_context
 from assistant.decode import HeadLayout
 from assistant.errors import ConfigError
-from distill.bench import peak_rss_kib
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import Metrics, calibrate_threshold, format_table
@@ -91,8 +90,17 @@ PRESETS: dict[str, Preset] = {
 
 
 def peak_rss_mb() -> float:
-    """The highest resident memory of this process so far, MiB (:func:`distill.bench.peak_rss_kib`)."""
-    return round(peak_rss_kib() / 1024, 1)
+    """The highest resident memory of this process so far, MiB (``ru_maxrss``; Linux counts it in KiB).
+
+    Not :func:`distill.bench._rss_kib` (``VmHWM``): that one avoids counting an exec'ing parent,
+    which a build has not, and in a CI run it read lower at a later stage than at an earlier one
+    (2026-12-06); per-stage peaks must never fall.
+    """
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 @dataclass
