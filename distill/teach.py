@@ -91,6 +91,12 @@ def head_probs(head: EncoderHead, frames: np.ndarray, batch: int = 256) -> list[
     return [np.concatenate([o[h] for o in outs]) for h in range(len(outs[0]))]
 
 
+def teacher_probs(teacher: EncoderTeacher, clips: ClipSet, cache_dir: Path) -> list[np.ndarray]:
+    """The teacher's per-head probabilities on ``clips``, from its cached encoder frames (encoded once, then read)."""
+    frames = encode_cached(teacher.encoder, clips.audio, clips.keys, cache_dir, stride=teacher.head.cfg.pool_stride)
+    return head_probs(teacher.head, frames)
+
+
 def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: TeacherConfig, out_dir: Path, *,
                   cache_dir: Path, also: Mapping[str, ClipSet] | None = None, encoder: Any = None,
                   progress: bool = True) -> tuple[EncoderTeacher, dict[str, Metrics]]:

@@ -65,10 +65,16 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     bundle_dir = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False)
     bundle = load_bundle(bundle_dir)  # checksums, graph and the self-test on its samples
     metrics = bundle.manifest.to_dict()["metrics"]
-    assert {"test_clean_acceptance", "teacher_test_clean_acceptance", "threshold", "student_params"} <= set(metrics)
+    assert {"test_clean_acceptance", "teacher_test_clean_acceptance", "teacher_test_clean_acceptance_at_its_threshold",
+            "threshold", "teacher_threshold", "student_params"} <= set(metrics)
     assert (bundle_dir / "MODEL_CARD.md").read_text().count("## Build") == 1
     report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
     assert set(report["stages_s"]) >= {"synth", "teacher", "student", "calibrate", "evaluate", "export", "total"}
+    # the teacher is also scored at its own threshold, calibrated on val for the same false-accept target
+    assert all("teacher_calibrated" in m for m in report["metrics"].values())
+    far = report["metrics"]["val"]["teacher_calibrated"]["false_accept_rate"]  # None: this val has no negatives
+    assert far is None or far <= MICRO.target_far or report["thresholds"]["teacher"] == 1.0
+    assert "teacher at its threshold" in (bundle_dir / "MODEL_CARD.md").read_text()
     peaks = [report["peak_rss_mb"][stage] for stage in report["stages_s"]]  # every stage, in order
     assert peaks[0] > 50 and peaks == sorted(peaks)  # MiB of a process that imported torch; never falls
     assert "peak RSS so far (MiB)" in (bundle_dir / "MODEL_CARD.md").read_text()  # the card says what it took
