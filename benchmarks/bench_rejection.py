@@ -2,10 +2,15 @@
 
     .venv/bin/python benchmarks/bench_rejection.py --build work/build-smart_home-default-s0 \
         --context examples/home_assistant/smart_home.yaml --checkpoint work/build-smart_home-default-s0/student/last.pt
+    .venv/bin/python benchmarks/bench_rejection.py --build work/build-smart_home-default-s0 \
+        --context examples/home_assistant/smart_home.yaml --teacher
+
+``--teacher`` scores the build's teacher (``teacher/best.pt``, from its encoder frames cached by the
+build under ``--cache``) instead of a student: the same scores, calibrated the same way.
 
 For each candidate score, the threshold is calibrated on the validation split for the
 preset's false-accept target (exactly as ``build`` does for the shipped score), then
-applied to validation, test clean and test at 6 dB SNR. Scores:
+applied to validation, test clean and test at 15 and 6 dB SNR. Scores:
 
 - ``min over heads`` (shipped, :func:`assistant.decode.decode`): the least sure of the
   intent and each of its slots;
@@ -34,6 +39,7 @@ import torch
 
 from assistant.context import load_context
 from assistant.decode import Decision, HeadLayout
+from distill.bench import load_teacher
 from distill.build import PRESETS
 from distill.data import ClipSet, load_corpus, with_noise
 from distill.distillation import student_probs
@@ -46,6 +52,7 @@ from distill.evaluate import (
     wrong_action_rate,
 )
 from distill.export import load_student
+from distill.teach import teacher_probs
 
 Score = Callable[[list[np.ndarray], list[Decision]], np.ndarray]
 
@@ -75,20 +82,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path, help="a build's work folder (corpus/)")
     ap.add_argument("--context", required=True)
-    ap.add_argument("--checkpoint", required=True, type=Path, help="a student checkpoint (best.pt/last.pt)")
+    ap.add_argument("--checkpoint", type=Path, help="a student checkpoint (best.pt/last.pt)")
+    ap.add_argument("--teacher", action="store_true", help="score the build's teacher instead of a student")
+    ap.add_argument("--cache", type=Path, default=Path("work/cache/whisper"), help="the build's cached encodings")
     ap.add_argument("--preset", default="default", choices=list(PRESETS), help="whose false-accept target")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--target-wrong", type=float, nargs="*", default=[], metavar="RATE",
                     help="also calibrate the shipped score for at most RATE wrong actions on val commands")
     args = ap.parse_args()
+    if args.teacher == (args.checkpoint is not None):
+        ap.error("give either --checkpoint (a student) or --teacher")
     torch.set_num_threads(args.threads)
     layout = HeadLayout.from_context(load_context(args.context))
     target = PRESETS[args.preset].target_far
     val = load_corpus(args.build / "corpus", layout, splits=("val",))
     test = load_corpus(args.build / "corpus", layout, splits=("test",))
-    sets: dict[str, ClipSet] = {"val": val, "test clean": test, "test 6 dB": with_noise(test, 6)}
-    student, _ = load_student(args.checkpoint)
-    probs = {name: student_probs(student, clips) for name, clips in sets.items()}
+    sets: dict[str, ClipSet] = {"val": val, "test clean": test, "test 15 dB": with_noise(test, 15),
+                                "test 6 dB": with_noise(test, 6)}
+    if args.teacher:
+        scored = args.build / "teacher" / "best.pt"
+        teacher = load_teacher(scored, None, threads=args.threads)
+        probs = {name: teacher_probs(teacher, clips, args.cache) for name, clips in sets.items()}
+    else:
+        scored = args.checkpoint
+        student, _ = load_student(args.checkpoint)
+        probs = {name: student_probs(student, clips) for name, clips in sets.items()}
     base = {name: decide_all(layout, p[0], p[1:], threshold=0.0) for name, p in probs.items()}
 
     shipped = SCORES["min over heads (shipped)"]
@@ -103,7 +121,7 @@ def main() -> None:
     rows = []
     for score_name, fn, t in candidates:
         scores = {name: fn(probs[name], base[name]) for name in sets}
-        row: dict[str, object] = {"score": score_name, "threshold": round(t, 5)}
+        row: dict[str, object] = {"score": score_name, "threshold": f"{t:.6f}"}
         for name, clips in sets.items():
             d = _decide(base[name], scores[name], t)
             m = score(clips.references, d, layout=layout)
@@ -111,7 +129,7 @@ def main() -> None:
             row[f"{name} FAR"] = m.false_accept_rate or 0.0
             row[f"{name} wrong actions"] = wrong_action_rate(clips.references, d) or 0.0
         rows.append(row)
-    print(f"Threshold calibrated on val for false accepts <= {target:.0%}; {args.checkpoint}\n")
+    print(f"Threshold calibrated on val for false accepts <= {target:.0%}; {scored}\n")
     print(format_table(rows, list(rows[0]), percent=[k for k in rows[0] if k not in ("score", "threshold")]))
 
     kinds = []
