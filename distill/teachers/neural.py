@@ -36,6 +36,11 @@ class HeadConfig:
     """Average-pool encoder frames by this factor before the head (cache size / speed)."""
     dropout: float = 0.2
     """Dropout on the encoder features and before the heads (training only)."""
+    layers: int = 0
+    """Pre-norm transformer layers over the hidden frames before pooling (0: none, the heads pool what
+    a 5-frame mixing conv has seen). They let the head weigh each word against the whole utterance."""
+    attention_heads: int = 4
+    """Attention heads of those layers."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +60,10 @@ class EncoderHead(nn.Module):
         self.norm = nn.LayerNorm(self.cfg.d_in)
         self.proj = nn.Linear(self.cfg.d_in, self.cfg.hidden)
         self.mix = nn.Conv1d(self.cfg.hidden, self.cfg.hidden, 5, padding=2, groups=self.cfg.hidden // 8)
+        self.context = nn.TransformerEncoder(
+            nn.TransformerEncoderLayer(self.cfg.hidden, self.cfg.attention_heads, 2 * self.cfg.hidden,
+                                       dropout=self.cfg.dropout, batch_first=True, norm_first=True),
+            self.cfg.layers, enable_nested_tensor=False) if self.cfg.layers > 0 else None
         self.attention = nn.Linear(self.cfg.hidden, len(self.head_sizes))
         self.dropout = nn.Dropout(self.cfg.dropout)
         self.heads = nn.ModuleList(nn.Linear(2 * self.cfg.hidden, n) for n in self.head_sizes)
@@ -63,6 +72,8 @@ class EncoderHead(nn.Module):
         x = self.dropout(self.norm(frames))
         h = F.gelu(self.proj(x))
         h = h + F.gelu(self.mix(h.transpose(1, 2))).transpose(1, 2)  # [B, T, hidden]
+        if self.context is not None:
+            h = self.context(h)
         weights = torch.softmax(self.attention(h), dim=1)  # [B, T, H]
         pooled = torch.einsum("bth,btc->bhc", weights, h)
         mean = h.mean(dim=1)

@@ -191,3 +191,17 @@ def test_augmented_copies_are_deterministic_and_computed_once() -> None:
     assert other is not first and not np.array_equal(other.audio[4], first.audio[4])
     again = augmented_copies(clips, 1, AugmentConfig(), seed=3)  # recomputed: the same audio
     assert again is not first and all(np.array_equal(a, b) for a, b in zip(again.audio, first.audio, strict=True))
+
+
+def test_head_transformer_layers_add_weights_and_keep_old_checkpoints_loading() -> None:
+    """``layers`` adds transformer layers before the pooling; without them the state dict is the old one."""
+    torch.manual_seed(0)
+    plain = EncoderHead([2, 3], HeadConfig(d_in=16, hidden=16))
+    deep = EncoderHead([2, 3], HeadConfig(d_in=16, hidden=16, layers=1, attention_heads=2)).eval()
+    assert not [k for k in plain.state_dict() if k.startswith("context.")]  # layers=0: checkpoints unchanged
+    assert sum(p.numel() for p in deep.parameters()) > sum(p.numel() for p in plain.parameters())
+    x = torch.randn(2, 12, 16)
+    logits, h = deep.forward_features(x)
+    assert [z.shape for z in logits] == [(2, 2), (2, 3)] and h.shape == (2, 12, 16)
+    plain.load_state_dict(EncoderHead([2, 3], HeadConfig(d_in=16, hidden=16)).state_dict())
+    assert HeadConfig.from_dict({k: v for k, v in HeadConfig().to_dict().items() if k != "layers"}).layers == 0
