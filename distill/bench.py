@@ -197,6 +197,9 @@ def _teacher_cost(encoder_cfg: Any, encoder_params: int, head: Any, window: floa
     frames = 50.0 / cfg.pool_stride  # encoder frames per second, pooled
     n_heads = len(head.head_sizes)
     per_frame = cfg.d_in * cfg.hidden + cfg.hidden * 5 * 8 + 3 * cfg.hidden * n_heads  # proj, mix, attention, pool
+    # transformer layers (HeadConfig.layers): q, k, v, out (4 h²) + a 2h-wide feed-forward (4 h²), and the
+    # scores and their weighted sum over the window's frames (2 h per frame pair)
+    per_frame += cfg.layers * (8 * cfg.hidden**2 + 2 * cfg.hidden * frames * window)
     head_macs = frames * per_frame + 2 * cfg.hidden * sum(head.head_sizes) / window
     return encoder_params + count_parameters(head), encoder_cfg.macs_per_second(window) + head_macs
 
