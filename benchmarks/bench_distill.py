@@ -102,7 +102,7 @@ def main() -> None:
         tcfg = TeacherConfig(copies=args.teacher_copies, window_s=args.window,
                              train=TrainConfig(steps=args.teacher_steps, batch_size=64, lr=2e-3, warmup=100,
                                                eval_every=250))
-        whisper, tmetrics = train_teacher(train, val, layout, tcfg, args.out / "teacher", cache_dir=cache,
+        whisper, tmetrics, _ = train_teacher(train, val, layout, tcfg, args.out / "teacher", cache_dir=cache,
                                           also=conditions, progress=False)
         enc_params, t_macs = whisper_encoder_cost(whisper.head.cfg.d_in, tcfg.window_s)
         teacher, t_params = whisper, enc_params + count_parameters(whisper.head)

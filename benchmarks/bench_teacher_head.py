@@ -32,7 +32,7 @@ from distill.build import PRESETS
 from distill.data import ClipSet, load_corpus, with_noise
 from distill.evaluate import calibrate_threshold, decide_all, format_table
 from distill.nets.profile import count_parameters
-from distill.teach import probs_metrics, teacher_probs, train_teacher
+from distill.teach import probs_metrics, train_teacher
 from distill.teachers.neural import HeadConfig
 from distill.train import TrainConfig
 
@@ -64,10 +64,9 @@ def main() -> None:
                       train=TrainConfig(**{**base.train.to_dict(), **spec.get("train", {})}),
                       **{k: v for k, v in spec.items() if k not in ("head", "train")})
         started = time.time()
-        teacher, _ = train_teacher(train, val, layout, cfg, args.out / name, cache_dir=args.cache, progress=False)
+        teacher, _, probs = train_teacher(train, val, layout, cfg, args.out / name, cache_dir=args.cache, also=sets,
+                                          progress=False)
         seconds = time.time() - started
-        probs = {"val": teacher_probs(teacher, val, args.cache),
-                 **{k: teacher_probs(teacher, c, args.cache) for k, c in sets.items()}}
         cal = calibrate_threshold(layout, probs["val"][0], probs["val"][1:], val.references,
                                   target_far=preset.target_far)
         row: dict[str, object] = {"variant": name, "head params": count_parameters(teacher.head),

@@ -35,7 +35,7 @@ from distill.evaluate import Metrics, calibrate_threshold, format_table
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
 from distill.synth import SynthConfig, synthesize_corpus
-from distill.teach import TeacherConfig, probs_metrics, teacher_probs, train_teacher
+from distill.teach import TeacherConfig, probs_metrics, train_teacher
 from distill.train import TrainConfig
 
 _LOGGER = logging.getLogger(__name__)
@@ -225,7 +225,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     cache = Path(work) / "cache" / "whisper"
     with report.stage("teacher"):
         tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
-        teacher, tmetrics = train_teacher(train, val, layout, tcfg, root / "teacher", cache_dir=cache,
+        teacher, tmetrics, tprobs = train_teacher(train, val, layout, tcfg, root / "teacher", cache_dir=cache,
                                           also=conditions, progress=progress)
     with report.stage("student"):
         recipe = replace(p.student, train=replace(p.student.train, seed=seed))
@@ -238,7 +238,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         threshold = min(1.0, cal.threshold)
         # The teacher at the same false-accept (and wrong-action) target, calibrated the same way: its
         # threshold-0 number lets through a quarter of the out-of-context clips, so it is not the student's peer.
-        t_val = teacher_probs(teacher, val, cache)
+        t_val = tprobs["val"]
         t_cal = calibrate_threshold(layout, t_val[0], t_val[1:], val.references, target_far=p.target_far,
                                     target_wrong=p.target_wrong)
         t_threshold = min(1.0, t_cal.threshold)
@@ -249,8 +249,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             probs = student_probs(student, clips)
             test_probs[name] = probs
             s = probs_metrics(layout, probs, clips, threshold)
-            t = probs_metrics(layout, t_val if name == "val" else teacher_probs(teacher, clips, cache), clips,
-                              t_threshold)
+            t = probs_metrics(layout, tprobs[name], clips, t_threshold)
             report.metrics[name] = {"student": _summary(s), "teacher": _summary(tmetrics[name]),
                                     "teacher_calibrated": _summary(t)}
             rows.append({"condition": name, "clips": s.n, "teacher, no rejection": tmetrics[name].command_acceptance,

@@ -99,8 +99,9 @@ def teacher_probs(teacher: EncoderTeacher, clips: ClipSet, cache_dir: Path) -> l
 
 def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: TeacherConfig, out_dir: Path, *,
                   cache_dir: Path, also: Mapping[str, ClipSet] | None = None, encoder: Any = None,
-                  progress: bool = True) -> tuple[EncoderTeacher, dict[str, Metrics]]:
-    """Train the heads; return the teacher (best validation checkpoint) and metrics on val and ``also``."""
+                  progress: bool = True) -> tuple[EncoderTeacher, dict[str, Metrics], dict[str, list[np.ndarray]]]:
+    """Train the heads; return the teacher (best validation checkpoint), and its metrics (threshold 0) and
+    per-head probabilities on val and each of ``also``, so callers can rescore them at other thresholds."""
     from distill.teachers.whisper import WhisperEncoder
 
     encoder = encoder or WhisperEncoder(cfg.whisper_dir, window_s=cfg.window_s, compute_type=cfg.compute_type)
@@ -127,8 +128,9 @@ def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: Teacher
                     "layout": layout.to_dict(), "window_s": cfg.window_s}
     fit(head, make_batch, len(pool), evaluate, cfg.train, out_dir, model_config=model_config, progress=progress)
     head.load_state_dict(load_checkpoint(out_dir / "best.pt")["model"])
-    metrics = {"val": probs_metrics(layout, head_probs(head, x_val), val)}
-    for name, clips in (also or {}).items():
-        frames = encode_cached(encoder, clips.audio, clips.keys, cache_dir, stride=stride)
-        metrics[name] = probs_metrics(layout, head_probs(head, frames), clips)
-    return EncoderTeacher(encoder, head, layout), metrics
+    teacher = EncoderTeacher(encoder, head, layout)
+    probs = {"val": head_probs(head, x_val), **{name: teacher_probs(teacher, clips, cache_dir)
+                                                 for name, clips in (also or {}).items()}}
+    clip_sets = {"val": val, **(also or {})}
+    metrics = {name: probs_metrics(layout, p, clip_sets[name]) for name, p in probs.items()}
+    return teacher, metrics, probs
