@@ -73,9 +73,11 @@ def _same(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     return all(a.get(k) == b.get(k) for k in _DECISION_KEYS)
 
 
-def _parity_clips(samples: Sequence[np.ndarray], calibration: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Samples, a few calibration clips, and crops of odd lengths (not multiples of the hop)."""
-    clips = [np.asarray(c, np.float32) for c in [*samples, *calibration[:4]]]
+def _parity_clips(samples: Sequence[np.ndarray], calibration: Sequence[np.ndarray], *,
+                  n_calibration: int | None = 4) -> list[np.ndarray]:
+    """Samples, the first ``n_calibration`` calibration clips (None: all), and crops of odd lengths (not
+    multiples of the hop)."""
+    clips = [np.asarray(c, np.float32) for c in [*samples, *calibration[:n_calibration]]]
     base = max(clips, key=len)
     for n in (MIN_SAMPLES + 1, 12345, 16001):
         clips.append(np.resize(base, n).astype(np.float32))
@@ -271,9 +273,14 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
         raise BundleError(f"none of the {len(sample_refs)} samples is decided as expected by the "
                           f"{manifest.precision} model; pick samples the model gets right")
     if quantize != "none":
-        rate = agreement(recognizer, reference, _parity_clips(audios, calibration_clips))
-        metrics = {**metrics, "int8_fp32_agreement": round(rate, 4)}
-        _LOGGER.info("%s vs fp32: same decision on %.1f%% of the parity clips", manifest.precision, 100 * rate)
+        # every calibration clip, not only the few torch-vs-ORT parity clips: on those ~23 clips one
+        # decision is 4 points (a 2026-12-06 build read 91.3% there and 97.7% on its 256 calibration
+        # clips, and its int8 test acceptance was 0.1 point above fp32's: docs/BENCHMARKS.md)
+        clips = _parity_clips(audios, calibration_clips, n_calibration=None)
+        rate = agreement(recognizer, reference, clips)
+        metrics = {**metrics, "int8_fp32_agreement": round(rate, 4), "int8_fp32_agreement_clips": len(clips)}
+        _LOGGER.info("%s vs fp32: same decision on %.1f%% of %d clips (samples, calibration clips, crops)",
+                     manifest.precision, 100 * rate, len(clips))
     manifest = replace(manifest, samples=tuple(specs), metrics=metrics)
     if not keep_fp32:
         fp32.unlink()

@@ -227,6 +227,13 @@ def test_int8_agreement_with_fp32(built: Built, tmp_path: Path) -> None:
         assert same >= 0.8 * len(clips) and worst < 0.15
 
 
+def test_the_manifest_agreement_counts_every_calibration_clip(built: Built) -> None:
+    """Samples (4), all 8 calibration clips and 3 odd crops: not only the 4 clips the torch parity check runs."""
+    metrics = manifest(built)["metrics"]
+    assert metrics["int8_fp32_agreement_clips"] == 4 + 8 + 3
+    assert 0.0 <= metrics["int8_fp32_agreement"] <= 1.0
+
+
 def test_compact_names_keeps_the_graph_and_shrinks_the_file(built: Built, tmp_path: Path) -> None:
     """quantize_model writes short internal names: same outputs as the quantizer's own long-named graph."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
