@@ -224,6 +224,12 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
 
     cache = Path(work) / "cache" / "whisper"
     with report.stage("teacher"):
+        if whisper_dir is None and not os.environ.get("HUBVOICE_WHISPER_DIR"):
+            # the development model is assembled inside this build's work folder, not in ./work of
+            # wherever the command was started
+            from distill.teachers.whisper import find_model_dir
+
+            whisper_dir = str(find_model_dir(None, cache=Path(work) / "whisper-base"))
         tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
         teacher, tmetrics, tprobs = train_teacher(train, val, layout, tcfg, root / "teacher", cache_dir=cache,
                                           also=conditions, progress=progress)
