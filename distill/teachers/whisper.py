@@ -115,9 +115,14 @@ class WhisperEncoder:
         self.features = WhisperFeatures(window_s)
         self.window_s = window_s
         self.compute_type = compute_type
+        torch_threads = torch.get_num_threads()
         self._model = ctranslate2.models.Whisper(
             str(self.model_dir), device="cpu", compute_type=compute_type, intra_threads=threads or os.cpu_count() or 1
         )
+        # CTranslate2 sets the process's OpenMP thread count to its own intra_threads, and torch shares
+        # that runtime: a 1-thread encoder made every later torch op in the process single-threaded
+        # (bench_student's "--threads 2" ran on one core until 2026-12-07).
+        torch.set_num_threads(torch_threads)
         self._sv = ctranslate2.StorageView
 
     @property

@@ -114,6 +114,20 @@ def test_whisper_encoder_on_real_speech(tmp_path: Path) -> None:
     assert np.abs(frames[0] - frames[1]).mean() > 0.05  # sound and silence look different
 
 
+@pytest.mark.skipif(not HAVE_WHISPER, reason="whisper extra not installed")
+def test_a_one_thread_encoder_leaves_torch_threads_alone() -> None:
+    """CTranslate2 sets the shared OpenMP thread count: unrestored, a 1-thread teacher made torch single-threaded."""
+    from distill.teachers.whisper import WhisperEncoder
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        WhisperEncoder(find_model_dir(), window_s=1.0, threads=1)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_neural_teacher_and_cache(tmp_path: Path) -> None:
     enc = _FakeEncoder()
     clips = [np.full(100, v, np.float32) for v in (0.1, 0.2, 0.3)]
