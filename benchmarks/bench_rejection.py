@@ -21,7 +21,16 @@ With ``--target-wrong R ...``, one more row per rate: the shipped score, its thr
 :func:`distill.evaluate.calibrate_threshold` for the false-accept target *and* at most R wrong
 actions on the validation commands (``Preset.target_wrong``).
 
-Reported: command acceptance, false-accept rate on negatives, and *wrong actions*: the
+With ``--extra-negatives N``, the validation and test splits get more negatives: a second corpus of
+about N negatives (plan seed ``--extra-seed``, every clip on the held-out voices of val and test,
+a spoken sentence in one split only) is synthesized under ``--extra-corpus``, and its clips join val
+and test, except spoken ones whose sentence the build's corpus has in any split. The build's 135
+validation negatives put a 2% false-accept threshold at the third most confident one; with more, the
+threshold and the test false-accept rate are measured rather than drawn.
+
+Reported: command acceptance (negatives count as right when rejected, so it rises with their
+number), *commands right* (the commands alone: exactly right and accepted, over the commands),
+false-accept rate on negatives, and *wrong actions*: the
 share of commands that are accepted with a wrong intent or slot (the hub would act on
 them). Also the negatives accepted at threshold 0, by kind. Prints markdown tables;
 a benchmark, not a test.
@@ -41,6 +50,7 @@ from assistant.context import load_context
 from assistant.decode import Decision, HeadLayout
 from distill.bench import load_teacher
 from distill.build import PRESETS
+from distill.corpus import Utterance, read_manifest
 from distill.data import ClipSet, load_corpus, with_noise
 from distill.distillation import student_probs
 from distill.evaluate import (
@@ -48,10 +58,13 @@ from distill.evaluate import (
     calibrate_threshold,
     decide_all,
     format_table,
+    is_correct,
     score,
     wrong_action_rate,
 )
 from distill.export import load_student
+from distill.negatives import NONSPEECH_KINDS
+from distill.synth import SplitConfig, SynthConfig, synthesize_corpus
 from distill.teach import teacher_probs
 
 Score = Callable[[list[np.ndarray], list[Decision]], np.ndarray]
@@ -78,6 +91,25 @@ def _calibrate(base: Sequence[Decision], s: np.ndarray, refs: Sequence[Reference
     return float("inf")
 
 
+def _extra_negatives(context: str, corpus: Path, folder: Path, n: int, seed: int,
+                     layout: HeadLayout) -> tuple[ClipSet, ClipSet]:
+    """The val and test negatives of a second, negatives-only corpus, minus sentences ``corpus`` has."""
+    said = {u.text for u in read_manifest(corpus) if u.text}
+    cfg = SynthConfig(utterances=n, negatives=0.999, seed=seed, splits=SplitConfig(fractions=(0.0, 0.5, 0.5)))
+    synthesize_corpus(load_context(context), folder, cfg, progress=False)
+
+    def keep(u: Utterance) -> bool:
+        return u.kind != "command" and (u.kind in NONSPEECH_KINDS or u.text not in said)
+
+    return (load_corpus(folder, layout, splits=("val",), where=keep),
+            load_corpus(folder, layout, splits=("test",), where=keep))
+
+
+def _join(a: ClipSet, b: ClipSet) -> ClipSet:
+    return ClipSet(f"{a.name}+{b.name}", [*a.audio, *b.audio], [*a.references, *b.references],
+                   np.concatenate([a.targets, b.targets]), [*a.keys, *b.keys])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path, help="a build's work folder (corpus/)")
@@ -89,6 +121,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--target-wrong", type=float, nargs="*", default=[], metavar="RATE",
                     help="also calibrate the shipped score for at most RATE wrong actions on val commands")
+    ap.add_argument("--extra-negatives", type=int, default=0, metavar="N",
+                    help="add about N synthesized negatives on held-out voices to val and test (see above)")
+    ap.add_argument("--extra-seed", type=int, default=1, help="plan seed of the extra negatives (default: 1)")
+    ap.add_argument("--extra-corpus", type=Path, default=None,
+                    help="their corpus folder (default: <build>/extra-negatives-n<N>-s<seed>)")
     args = ap.parse_args()
     if args.teacher == (args.checkpoint is not None):
         ap.error("give either --checkpoint (a student) or --teacher")
@@ -97,6 +134,11 @@ def main() -> None:
     target = PRESETS[args.preset].target_far
     val = load_corpus(args.build / "corpus", layout, splits=("val",))
     test = load_corpus(args.build / "corpus", layout, splits=("test",))
+    if args.extra_negatives:
+        folder = args.extra_corpus or args.build / f"extra-negatives-n{args.extra_negatives}-s{args.extra_seed}"
+        val, test = (_join(clips, extra) for clips, extra in zip(
+            (val, test), _extra_negatives(args.context, args.build / "corpus", folder, args.extra_negatives,
+                                          args.extra_seed, layout), strict=True))
     sets: dict[str, ClipSet] = {"val": val, "test clean": test, "test 15 dB": with_noise(test, 15),
                                 "test 6 dB": with_noise(test, 6)}
     if args.teacher:
@@ -126,6 +168,9 @@ def main() -> None:
             d = _decide(base[name], scores[name], t)
             m = score(clips.references, d, layout=layout)
             row[f"{name} acceptance"] = m.command_acceptance
+            # commands alone (no negative in the denominator): comparable across negative counts
+            row[f"{name} commands right"] = sum(is_correct(r, x) for r, x in zip(clips.references, d, strict=True)
+                                                if r.is_command) / max(1, m.n_commands)
             row[f"{name} FAR"] = m.false_accept_rate or 0.0
             row[f"{name} wrong actions"] = wrong_action_rate(clips.references, d) or 0.0
         rows.append(row)
