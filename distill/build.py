@@ -125,7 +125,8 @@ class BuildReport:
 
 
 def _summary(m: Metrics) -> dict[str, Any]:
-    return {"command_acceptance": m.command_acceptance, "intent_accuracy": m.intent_accuracy,
+    return {"command_acceptance": m.command_acceptance, "commands_right": m.commands_right,
+            "intent_accuracy": m.intent_accuracy,
             "false_accept_rate": m.false_accept_rate, "false_reject_rate": m.false_reject_rate, "n": m.n}
 
 
@@ -260,7 +261,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                     "teacher_calibrated": _summary(t)}
             rows.append({"condition": name, "clips": s.n, "teacher, no rejection": tmetrics[name].command_acceptance,
                          "teacher at its threshold": t.command_acceptance, "teacher FAR": t.false_accept_rate,
-                         "student at its threshold": s.command_acceptance, "student FAR": s.false_accept_rate})
+                         "student at its threshold": s.command_acceptance, "student FAR": s.false_accept_rate,
+                         "teacher commands right": t.commands_right, "student commands right": s.commands_right})
     with report.stage("export"):
         samples = _pick_samples(layout, test, test_probs["test clean"], threshold)
         enc_params, enc_macs = whisper_encoder_cost(teacher.head.cfg.d_in, tcfg.window_s)
@@ -269,9 +271,9 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         tables = {
             "Command acceptance (held-out voices)": format_table(
                 rows, ["condition", "clips", "teacher, no rejection", "teacher at its threshold", "teacher FAR",
-                       "student at its threshold", "student FAR"],
+                       "student at its threshold", "student FAR", "teacher commands right", "student commands right"],
                 percent=["teacher, no rejection", "teacher at its threshold", "teacher FAR", "student at its threshold",
-                         "student FAR"]),
+                         "student FAR", "teacher commands right", "student commands right"]),
             "Size": format_table([{"model": "teacher (Whisper base encoder + heads)",
                                    "params": cost["teacher_params"], "MMACs/s": enc_macs / 1e6},
                                   {"model": "student", "params": cost["student_params"],
@@ -290,6 +292,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},
                      "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],
+                     # the commands alone: the acceptance above also counts each rejected negative as right
+                     "test_clean_commands_right": report.metrics["test clean"]["student"]["commands_right"],
                      "teacher_test_clean_acceptance": round(
                          report.metrics["test clean"]["teacher"]["command_acceptance"], 4),
                      "teacher_test_clean_acceptance_at_its_threshold": round(

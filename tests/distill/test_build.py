@@ -67,7 +67,7 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     bundle = load_bundle(bundle_dir)  # checksums, graph and the self-test on its samples
     metrics = bundle.manifest.to_dict()["metrics"]
     assert {"test_clean_acceptance", "teacher_test_clean_acceptance", "teacher_test_clean_acceptance_at_its_threshold",
-            "threshold", "teacher_threshold", "student_params"} <= set(metrics)
+            "threshold", "teacher_threshold", "student_params", "test_clean_commands_right"} <= set(metrics)
     assert (bundle_dir / "MODEL_CARD.md").read_text().count("## Build") == 1
     if not os.environ.get("HUBVOICE_WHISPER_DIR"):  # the development model goes under --work, not ./work
         assert (work / "whisper-base" / "model.bin").is_file()

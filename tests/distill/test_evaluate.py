@@ -67,6 +67,7 @@ def test_every_metric_by_hand(layout: HeadLayout | None) -> None:
     m = score(REFS, DECISIONS, layout=layout)
     assert (m.n, m.n_commands, m.n_negatives, m.n_correct) == (8, 5, 3, 3)  # c1, n1, n3
     assert m.command_acceptance == pytest.approx(3 / 8)
+    assert m.commands_right == pytest.approx(1 / 5)  # c1: the commands alone
     assert m.intent_accuracy == pytest.approx(3 / 5)  # c1, c2, c3
     assert m.false_accept_rate == pytest.approx(1 / 3)
     assert m.false_reject_rate == pytest.approx(1 / 5)
@@ -114,6 +115,14 @@ def test_undefined_rates_are_none() -> None:
     m = score([_neg("n", "silence", "x")], [NO])
     assert (m.command_acceptance, m.false_accept_rate) == (1.0, 0.0)
     assert m.intent_accuracy is None and m.false_reject_rate is None and m.slot_accuracy == {}
+    assert m.commands_right is None
+
+
+def test_rejected_negatives_raise_command_acceptance_but_not_commands_right() -> None:
+    more = [(_neg(f"x{i}", "near_miss", "C"), NO) for i in range(12)]
+    base, padded = score(REFS, DECISIONS), score(REFS + [r for r, _ in more], DECISIONS + [d for _, d in more])
+    assert padded.command_acceptance > base.command_acceptance
+    assert padded.commands_right == base.commands_right == pytest.approx(1 / 5)
 
 
 def test_bad_input_is_refused() -> None:
