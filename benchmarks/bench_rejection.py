@@ -49,8 +49,7 @@ import torch
 from assistant.context import load_context
 from assistant.decode import Decision, HeadLayout
 from distill.bench import load_teacher
-from distill.build import PRESETS
-from distill.corpus import Utterance, read_manifest
+from distill.build import PRESETS, extra_negatives
 from distill.data import ClipSet, load_corpus, with_noise
 from distill.distillation import student_probs
 from distill.evaluate import (
@@ -63,8 +62,6 @@ from distill.evaluate import (
     wrong_action_rate,
 )
 from distill.export import load_student
-from distill.negatives import NONSPEECH_KINDS
-from distill.synth import SplitConfig, SynthConfig, synthesize_corpus
 from distill.teach import teacher_probs
 
 Score = Callable[[list[np.ndarray], list[Decision]], np.ndarray]
@@ -89,25 +86,6 @@ def _calibrate(base: Sequence[Decision], s: np.ndarray, refs: Sequence[Reference
         if sum(s[i] >= t for i in neg) <= target * n_neg:
             return float(t)
     return float("inf")
-
-
-def _extra_negatives(context: str, corpus: Path, folder: Path, n: int, seed: int,
-                     layout: HeadLayout) -> tuple[ClipSet, ClipSet]:
-    """The val and test negatives of a second, negatives-only corpus, minus sentences ``corpus`` has."""
-    said = {u.text for u in read_manifest(corpus) if u.text}
-    cfg = SynthConfig(utterances=n, negatives=0.999, seed=seed, splits=SplitConfig(fractions=(0.0, 0.5, 0.5)))
-    synthesize_corpus(load_context(context), folder, cfg, progress=False)
-
-    def keep(u: Utterance) -> bool:
-        return u.kind != "command" and (u.kind in NONSPEECH_KINDS or u.text not in said)
-
-    return (load_corpus(folder, layout, splits=("val",), where=keep),
-            load_corpus(folder, layout, splits=("test",), where=keep))
-
-
-def _join(a: ClipSet, b: ClipSet) -> ClipSet:
-    return ClipSet(f"{a.name}+{b.name}", [*a.audio, *b.audio], [*a.references, *b.references],
-                   np.concatenate([a.targets, b.targets]), [*a.keys, *b.keys])
 
 
 def main() -> None:
@@ -136,9 +114,9 @@ def main() -> None:
     test = load_corpus(args.build / "corpus", layout, splits=("test",))
     if args.extra_negatives:
         folder = args.extra_corpus or args.build / f"extra-negatives-n{args.extra_negatives}-s{args.extra_seed}"
-        val, test = (_join(clips, extra) for clips, extra in zip(
-            (val, test), _extra_negatives(args.context, args.build / "corpus", folder, args.extra_negatives,
-                                          args.extra_seed, layout), strict=True))
+        x_val, x_test = extra_negatives(args.context, args.build / "corpus", folder, args.extra_negatives,
+                                        args.extra_seed, layout)
+        val, test = val.join(x_val), test.join(x_test)
     sets: dict[str, ClipSet] = {"val": val, "test clean": test, "test 15 dB": with_noise(test, 15),
                                 "test 6 dB": with_noise(test, 6)}
     if args.teacher:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from assistant.context import load_context
+from assistant.context import Context, load_context
 from assistant.decode import HeadLayout
 from assistant.errors import ConfigError
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
@@ -88,6 +88,31 @@ PRESETS: dict[str, Preset] = {
                               copies=2, max_seconds=5.0),
     ),
 }
+
+
+def extra_negatives(context: str | Path | Context, corpus: Path, folder: Path, n: int, seed: int,
+                    layout: HeadLayout) -> tuple[ClipSet, ClipSet]:
+    """More held-out negatives: the val and test negatives of a second, negatives-only corpus.
+
+    About ``n`` negatives (plan seed ``seed``) are synthesized into ``folder`` on the held-out voices
+    of val and test (a spoken sentence in one split only); spoken clips whose sentence ``corpus``
+    has in any split are dropped, so nothing heard in training or in the other split returns.
+    A threshold for a 2% false-accept rate on a build's ~135 validation negatives sits at the
+    third most confident one; with ~6x more it is measured (docs/BENCHMARKS.md).
+    """
+    from distill.corpus import Utterance, read_manifest
+    from distill.negatives import NONSPEECH_KINDS
+    from distill.synth import SplitConfig
+
+    said = {u.text for u in read_manifest(corpus) if u.text}
+    cfg = SynthConfig(utterances=n, negatives=0.999, seed=seed, splits=SplitConfig(fractions=(0.0, 0.5, 0.5)))
+    synthesize_corpus(context, folder, cfg, progress=False)
+
+    def keep(u: Utterance) -> bool:
+        return u.kind != "command" and (u.kind in NONSPEECH_KINDS or u.text not in said)
+
+    return (load_corpus(folder, layout, splits=("val",), where=keep),
+            load_corpus(folder, layout, splits=("test",), where=keep))
 
 
 def peak_rss_mb() -> float:
@@ -190,10 +215,11 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
 def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
           utterances: int | None = None, overwrite: bool = False, progress: bool = True,
-          target_wrong: float | None = None) -> Path:
+          target_wrong: float | None = None, calibration_negatives: int = 0) -> Path:
     """Run the whole pipeline; returns the bundle folder. See the module docstring.
 
-    ``target_wrong`` overrides the preset's :attr:`Preset.target_wrong`.
+    ``target_wrong`` overrides the preset's :attr:`Preset.target_wrong`. ``calibration_negatives``:
+    synthesize about that many more negatives for val (calibration) and test (:func:`extra_negatives`).
     """
     from distill.bundle import write_bundle
 
@@ -203,6 +229,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     preset_name = preset if isinstance(preset, str) else "custom"
     if target_wrong is not None:
         p = replace(p, target_wrong=target_wrong)
+    if calibration_negatives < 0:
+        raise ConfigError(f"calibration_negatives: expected a count >= 0, got {calibration_negatives}")
     if p.target_wrong is not None and not 0.0 <= p.target_wrong <= 1.0:
         raise ConfigError(f"target_wrong: expected a rate in [0, 1], got {p.target_wrong}")
     ctx = load_context(context_path)  # a malformed context fails here, before any work
@@ -219,6 +247,11 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         train = load_corpus(root / "corpus", layout, splits=("train",))
         val = load_corpus(root / "corpus", layout, splits=("val",))
         test = load_corpus(root / "corpus", layout, splits=("test",))
+        if calibration_negatives > 0:
+            x_val, x_test = extra_negatives(ctx, root / "corpus", root / f"extra-negatives-n{calibration_negatives}",
+                                            calibration_negatives, seed + 1, layout)
+            val, test = val.join(x_val), test.join(x_test)
+            _LOGGER.info("%d + %d more negatives for val and test", len(x_val), len(x_test))
     conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
     if real is not None:
         conditions["real"] = load_fsdd(real, layout)
@@ -288,7 +321,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             calibration_clips=calib, teacher_info={"name": teacher.name, "window_s": tcfg.window_s},
             recipe={"preset": preset_name, "seed": seed, "utterances": utterances or p.utterances,
                     "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
-                    "target_far": p.target_far, "target_wrong": p.target_wrong},
+                    "target_far": p.target_far, "target_wrong": p.target_wrong,
+                    "calibration_negatives": calibration_negatives},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},
                      "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],

@@ -38,6 +38,11 @@ class ClipSet:
     def __len__(self) -> int:
         return len(self.audio)
 
+    def join(self, other: ClipSet) -> ClipSet:
+        """This set followed by ``other`` (same layout)."""
+        return ClipSet(f"{self.name}+{other.name}", [*self.audio, *other.audio], [*self.references, *other.references],
+                       np.concatenate([self.targets, other.targets]), [*self.keys, *other.keys])
+
     def subset(self, keep: Sequence[int] | np.ndarray, name: str | None = None) -> ClipSet:
         idx = list(np.asarray(keep, dtype=np.int64))
         return ClipSet(name or self.name, [self.audio[i] for i in idx], [self.references[i] for i in idx],

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 from assistant.bundle import load_bundle  # noqa: E402
 from assistant.errors import ConfigError, ContextError  # noqa: E402
 from distill.build import Preset, build  # noqa: E402
+from distill.corpus import read_manifest  # noqa: E402
 from distill.distillation import StudentRecipe  # noqa: E402
 from distill.nets.student import StudentConfig  # noqa: E402
 from distill.teach import TeacherConfig  # noqa: E402
@@ -91,6 +92,21 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert manifest["metrics"]["threshold"] == metrics["threshold"]
     assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
     assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
+    # More negatives to set the threshold on: synthesized on held-out voices into val and test, nothing retrained
+    val_n = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())["metrics"]["val"]["student"]["n"]
+    third = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True,
+                  calibration_negatives=30)
+    report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
+    assert load_bundle(third).manifest.to_dict()["recipe"]["calibration_negatives"] == 30
+    extra = [u for u in read_manifest(work / "build-toy-custom-s0" / "extra-negatives-n30") if u.kind != "command"]
+    said = {u.text for u in read_manifest(work / "build-toy-custom-s0" / "corpus") if u.text}
+    assert extra and {u.split for u in extra} <= {"val", "test"}
+    # every extra val negative joins val, except spoken ones whose sentence the build's corpus has
+    added = [u for u in extra if u.split == "val" and (u.kind in ("silence", "noise") or u.text not in said)]
+    assert added and report["metrics"]["val"]["student"]["n"] == val_n + len(added)
+    assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
+    with pytest.raises(ConfigError, match="calibration_negatives"):
+        build(ctx, tmp_path / "toy", preset=MICRO, work=work, calibration_negatives=-1)
 
 
 def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None:
