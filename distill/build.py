@@ -247,10 +247,11 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         train = load_corpus(root / "corpus", layout, splits=("train",))
         val = load_corpus(root / "corpus", layout, splits=("val",))
         test = load_corpus(root / "corpus", layout, splits=("test",))
+        fit_val = val  # what training validates and selects checkpoints on: the corpus's own split
         if calibration_negatives > 0:
             x_val, x_test = extra_negatives(ctx, root / "corpus", root / f"extra-negatives-n{calibration_negatives}",
                                             calibration_negatives, seed + 1, layout)
-            val, test = val.join(x_val), test.join(x_test)
+            val, test = val.join(x_val), test.join(x_test)  # what the threshold is set on and scored on
             _LOGGER.info("%d + %d more negatives for val and test", len(x_val), len(x_test))
     conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
     if real is not None:
@@ -265,11 +266,13 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
 
             whisper_dir = str(find_model_dir(None, cache=Path(work) / "whisper-base"))
         tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
-        teacher, tmetrics, tprobs = train_teacher(train, val, layout, tcfg, root / "teacher", cache_dir=cache,
-                                          also=conditions, progress=progress)
+        # "val" in ``also`` replaces train_teacher's own val scores: the teacher is scored (and later
+        # calibrated) on the val the student is, extra negatives included
+        teacher, tmetrics, tprobs = train_teacher(train, fit_val, layout, tcfg, root / "teacher", cache_dir=cache,
+                                                  also={"val": val, **conditions}, progress=progress)
     with report.stage("student"):
         recipe = replace(p.student, train=replace(p.student.train, seed=seed))
-        student, _ = train_student(train, val, layout, recipe, root / "student", teacher=teacher,
+        student, _ = train_student(train, fit_val, layout, recipe, root / "student", teacher=teacher,
                                    teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress)
     with report.stage("calibrate"):
         val_probs = student_probs(student, val)

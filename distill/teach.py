@@ -101,7 +101,8 @@ def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: Teacher
                   cache_dir: Path, also: Mapping[str, ClipSet] | None = None, encoder: Any = None,
                   progress: bool = True) -> tuple[EncoderTeacher, dict[str, Metrics], dict[str, list[np.ndarray]]]:
     """Train the heads; return the teacher (best validation checkpoint), and its metrics (threshold 0) and
-    per-head probabilities on val and each of ``also``, so callers can rescore them at other thresholds."""
+    per-head probabilities on val and each of ``also``, so callers can rescore them at other thresholds.
+    An entry of ``also`` named ``"val"`` replaces the scores on ``val`` (which still selects the checkpoint)."""
     from distill.teachers.whisper import WhisperEncoder
 
     encoder = encoder or WhisperEncoder(cfg.whisper_dir, window_s=cfg.window_s, compute_type=cfg.compute_type)

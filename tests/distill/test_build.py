@@ -104,7 +104,9 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     # every extra val negative joins val, except spoken ones whose sentence the build's corpus has
     added = [u for u in extra if u.split == "val" and (u.kind in ("silence", "noise") or u.text not in said)]
     assert added and report["metrics"]["val"]["student"]["n"] == val_n + len(added)
+    assert report["metrics"]["val"]["teacher"]["n"] == val_n + len(added)  # the teacher is scored on them too
     assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
+    assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
     with pytest.raises(ConfigError, match="calibration_negatives"):
         build(ctx, tmp_path / "toy", preset=MICRO, work=work, calibration_negatives=-1)
 
