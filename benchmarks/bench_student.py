@@ -36,15 +36,13 @@ import distill.distillation as D
 from assistant.context import load_context
 from assistant.decode import HeadLayout
 from distill.bench import load_teacher
-from distill.build import PRESETS
+from distill.build import PRESETS, train_near_misses
 from distill.corpus import read_manifest
 from distill.data import ClipSet, load_corpus
 from distill.distillation import StudentRecipe, train_student
 from distill.evaluate import calibrate_threshold, format_table
-from distill.negatives import NegativeConfig
 from distill.nets.profile import count_parameters
 from distill.nets.student import StudentConfig
-from distill.synth import SplitConfig, SynthConfig, synthesize_corpus
 from distill.teach import probs_metrics
 from distill.train import TrainConfig
 
@@ -89,19 +87,6 @@ def _alone(student: torch.nn.Module, clips: ClipSet) -> list[np.ndarray]:
     return [np.stack([o[h] for o in outs]) for h in range(len(outs[0]))]
 
 
-def _train_near_misses(context: str, build: Path, folder: Path, n: int, layout: HeadLayout) -> ClipSet:
-    """About ``n`` more near misses on training voices (plan seed 2), none with a sentence that the build's
-    val/test or any ``<build>/extra-negatives-*`` corpus (bench_rejection's held-out negatives) has."""
-    avoid = {u.text for u in read_manifest(build / "corpus") if u.split != "train"}
-    for extra in build.glob("extra-negatives-*"):
-        avoid |= {u.text for u in read_manifest(extra)}
-    cfg = SynthConfig(utterances=n, negatives=0.999, seed=2, splits=SplitConfig(fractions=(1.0, 0.0, 0.0)),
-                      negative_config=NegativeConfig(weights=(("near_miss", 1.0),)))
-    synthesize_corpus(load_context(context), folder, cfg, progress=False)
-    return load_corpus(folder, layout, splits=("train",),
-                       where=lambda u: u.kind == "near_miss" and u.text not in avoid)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path, help="a build's work folder (corpus/, teacher/best.pt)")
@@ -122,8 +107,8 @@ def main() -> None:
     layout = HeadLayout.from_context(load_context(args.context))
     train = load_corpus(args.build / "corpus", layout, splits=("train",))
     if args.train_near_misses:
-        more = _train_near_misses(args.context, args.build, args.out / f"train-near-misses-n{args.train_near_misses}",
-                                  args.train_near_misses, layout)
+        more = train_near_misses(args.context, args.build, args.out / f"train-near-misses-n{args.train_near_misses}",
+                                 args.train_near_misses, layout)
         logging.info("%d more near misses for training", len(more))
         train = train.join(more)
     val = load_corpus(args.build / "corpus", layout, splits=("val",))

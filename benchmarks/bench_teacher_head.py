@@ -11,7 +11,12 @@ variant that needs other frames, e.g. another window, encodes them first). Repor
 command acceptance on validation and on test clean / 15 dB / 6 dB at threshold 0, and at the
 threshold calibrated on validation for the preset's false-accept target (the student's operating
 point) with the hub's decision rule; and the validation negatives accepted at threshold 0 by kind.
-Prints a markdown table and appends to ``--out/results.jsonl``. A benchmark, not a test.
+With ``--extra-negatives N`` validation and test also get the held-out negatives of
+:func:`distill.build.extra_negatives` (``<build>/extra-negatives-n<N>-s1``, as ``bench_rejection.py``
+makes them), so the threshold is set on several hundred negatives; ``--train-near-misses N`` adds
+:func:`distill.build.train_near_misses` to the training clips (their encodings are computed and cached
+first; augmented copies of the other clips keep their cached frames). "commands right" columns score
+the commands alone. Prints a markdown table and appends to ``--out/results.jsonl``. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from assistant.context import load_context
 from assistant.decode import HeadLayout
-from distill.build import PRESETS
+from distill.build import PRESETS, extra_negatives, train_near_misses
 from distill.data import ClipSet, load_corpus, with_noise
 from distill.evaluate import calibrate_threshold, decide_all, format_table
 from distill.nets.profile import count_parameters
@@ -46,6 +51,8 @@ def main() -> None:
     ap.add_argument("--preset", default="default", choices=list(PRESETS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache", type=Path, default=Path("work/cache/whisper"), help="the build's cached encodings")
+    ap.add_argument("--extra-negatives", type=int, default=0, metavar="N", help="held-out negatives for val and test")
+    ap.add_argument("--train-near-misses", type=int, default=0, metavar="N", help="more near misses to train on")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
@@ -54,6 +61,16 @@ def main() -> None:
     train = load_corpus(args.build / "corpus", layout, splits=("train",))
     val = load_corpus(args.build / "corpus", layout, splits=("val",))
     test = load_corpus(args.build / "corpus", layout, splits=("test",))
+    fit_val = val
+    if args.extra_negatives:
+        x_val, x_test = extra_negatives(args.context, args.build / "corpus",
+                                        args.build / f"extra-negatives-n{args.extra_negatives}-s1",
+                                        args.extra_negatives, 1, layout)
+        val, test = val.join(x_val), test.join(x_test)
+    if args.train_near_misses:
+        train = train.join(train_near_misses(args.context, args.build,
+                                             args.out / f"train-near-misses-n{args.train_near_misses}",
+                                             args.train_near_misses, layout))
     sets: dict[str, ClipSet] = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
     preset = PRESETS[args.preset]
     rows = []
@@ -64,8 +81,8 @@ def main() -> None:
                       train=TrainConfig(**{**base.train.to_dict(), **spec.get("train", {})}),
                       **{k: v for k, v in spec.items() if k not in ("head", "train")})
         started = time.time()
-        teacher, _, probs = train_teacher(train, val, layout, cfg, args.out / name, cache_dir=args.cache, also=sets,
-                                          progress=False)
+        teacher, _, probs = train_teacher(train, fit_val, layout, cfg, args.out / name, cache_dir=args.cache,
+                                          also={"val": val, **sets}, progress=False)
         seconds = time.time() - started
         cal = calibrate_threshold(layout, probs["val"][0], probs["val"][1:], val.references,
                                   target_far=preset.target_far)
@@ -76,6 +93,7 @@ def main() -> None:
             m = probs_metrics(layout, probs[k], clips, cal.threshold)
             row[f"{k} @thr"] = m.command_acceptance
             row[f"{k} FAR @thr"] = m.false_accept_rate or 0.0
+            row[f"{k} commands right @thr"] = m.commands_right
         decided = decide_all(layout, probs["val"][0], probs["val"][1:])
         seen: collections.Counter[str] = collections.Counter()
         took: collections.Counter[str] = collections.Counter()

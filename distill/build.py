@@ -115,6 +115,24 @@ def extra_negatives(context: str | Path | Context, corpus: Path, folder: Path, n
             load_corpus(folder, layout, splits=("test",), where=keep))
 
 
+def train_near_misses(context: str | Path | Context, build_dir: Path, folder: Path, n: int,
+                      layout: HeadLayout, seed: int = 2) -> ClipSet:
+    """About ``n`` more near misses on training voices (plan seed ``seed``), for benchmarks that train on
+    more of them: none has a sentence that ``build_dir``'s val or test split, or any
+    ``build_dir/extra-negatives-*`` corpus (:func:`extra_negatives`), has."""
+    from distill.corpus import read_manifest
+    from distill.negatives import NegativeConfig
+    from distill.synth import SplitConfig
+
+    avoid = {u.text for u in read_manifest(build_dir / "corpus") if u.split != "train"}
+    for extra in sorted(build_dir.glob("extra-negatives-*")):
+        avoid |= {u.text for u in read_manifest(extra)}
+    cfg = SynthConfig(utterances=n, negatives=0.999, seed=seed, splits=SplitConfig(fractions=(1.0, 0.0, 0.0)),
+                      negative_config=NegativeConfig(weights=(("near_miss", 1.0),)))
+    synthesize_corpus(context, folder, cfg, progress=False)
+    return load_corpus(folder, layout, splits=("train",), where=lambda u: u.kind == "near_miss" and u.text not in avoid)
+
+
 def peak_rss_mb() -> float:
     """The highest resident memory of this process so far, MiB (``ru_maxrss``; Linux counts it in KiB).
 
