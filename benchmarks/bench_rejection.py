@@ -57,7 +57,6 @@ from distill.evaluate import (
     calibrate_threshold,
     decide_all,
     format_table,
-    is_correct,
     score,
     wrong_action_rate,
 )
@@ -147,8 +146,7 @@ def main() -> None:
             m = score(clips.references, d, layout=layout)
             row[f"{name} acceptance"] = m.command_acceptance
             # commands alone (no negative in the denominator): comparable across negative counts
-            row[f"{name} commands right"] = sum(is_correct(r, x) for r, x in zip(clips.references, d, strict=True)
-                                                if r.is_command) / max(1, m.n_commands)
+            row[f"{name} commands right"] = m.commands_right
             row[f"{name} FAR"] = m.false_accept_rate or 0.0
             row[f"{name} wrong actions"] = wrong_action_rate(clips.references, d) or 0.0
         rows.append(row)

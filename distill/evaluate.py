@@ -558,6 +558,6 @@ def write_report(metrics: Metrics, out_dir: str | os.PathLike[str]) -> tuple[Pat
 def summarize(metrics: Metrics) -> dict[str, Any]:
     """The headline numbers of ``metrics`` as one :func:`format_table` row."""
     return {"n": metrics.n, "command_acceptance": metrics.command_acceptance,
-            "commands_right": metrics.commands_right, "intent_accuracy": metrics.intent_accuracy, "false_accept_rate": metrics.false_accept_rate,
-            "false_reject_rate": metrics.false_reject_rate}
+            "commands_right": metrics.commands_right, "intent_accuracy": metrics.intent_accuracy,
+            "false_accept_rate": metrics.false_accept_rate, "false_reject_rate": metrics.false_reject_rate}
 
