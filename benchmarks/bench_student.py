@@ -39,7 +39,7 @@ from distill.bench import load_teacher
 from distill.build import PRESETS, train_near_misses
 from distill.corpus import read_manifest
 from distill.data import ClipSet, load_corpus
-from distill.distillation import StudentRecipe, train_student
+from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import calibrate_threshold, format_table
 from distill.nets.profile import count_parameters
 from distill.nets.student import StudentConfig
@@ -79,12 +79,6 @@ def _cached_pool(cache: Path, corpus: Path) -> None:
         return r
 
     D.augmented_copies, D.teacher_labels, D.log_mel = copies, labels, mels
-
-
-def _alone(student: torch.nn.Module, clips: ClipSet) -> list[np.ndarray]:
-    with torch.no_grad():
-        outs = [[torch.softmax(z, -1).numpy()[0] for z in student(torch.from_numpy(a)[None])] for a in clips.audio]
-    return [np.stack([o[h] for o in outs]) for h in range(len(outs[0]))]
 
 
 def main() -> None:
@@ -129,9 +123,9 @@ def main() -> None:
         student, _ = train_student(train, val, layout, recipe, args.out / name, teacher=teacher,
                                    teacher_window_s=preset.teacher.window_s, cache_dir=args.cache, progress=False)
         seconds = time.time() - started
-        p_val, p_test = _alone(student, val), _alone(student, test)
+        p_val, p_test = student_probs(student, val), student_probs(student, test)
         m_val = probs_metrics(layout, p_val, val)
-        m_fit = probs_metrics(layout, _alone(student, fit_clips), fit_clips)
+        m_fit = probs_metrics(layout, student_probs(student, fit_clips), fit_clips)
         cal = calibrate_threshold(layout, p_val[0], p_val[1:], val.references, target_far=preset.target_far)
         m_test = probs_metrics(layout, p_test, test)
         m_cal = probs_metrics(layout, p_test, test, cal.threshold)
