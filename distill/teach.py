@@ -2,7 +2,10 @@
 
 Encoder frames are computed once per clip (and per augmented copy) and cached on disk,
 so head training runs at the speed of a small MLP. Augmented copies are deterministic
-(seeded by clip key and copy), so the same copy is cached once and reused by every run.
+(seeded by clip key and copy), so the same copy is cached once and reused by every run;
+their keys also carry a digest of their audio, so a copy that comes out different (another
+augmentation config, a babble pool of other clips, changed augmentation code) is encoded
+again instead of being given the frames of the old one.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def augmented_copies(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int 
     return result
 
 
+def audio_digest(audio: np.ndarray) -> str:
+    """A short content digest of a clip's samples (float32 bytes): part of an augmented copy's key."""
+    return hashlib.sha1(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()[:16]
+
+
 def _augment(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int) -> ClipSet:
     aug = Augmenter(cfg, babble_pool=clips.audio)
     audio, refs, keys, rows = list(clips.audio), list(clips.references), list(clips.keys), [clips.targets]
@@ -71,7 +79,7 @@ def _augment(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int) -> Clip
             s = int.from_bytes(hashlib.sha1(f"{seed}|{key}|{k}".encode()).digest()[:4], "little")
             y, _ = aug(clip, np.random.default_rng(s), exclude=(i,))
             audio.append(y)
-            keys.append(f"{key}|aug{k}|seed{seed}")
+            keys.append(f"{key}|aug{k}|seed{seed}|{audio_digest(y)}")
         refs.extend(clips.references)
         rows.append(clips.targets)
     return ClipSet(clips.name + f"+{copies}aug", audio, refs, np.concatenate(rows), keys)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -193,18 +194,46 @@ def test_ensemble_is_a_black_box_teacher() -> None:
 def test_augmented_copies_are_deterministic_and_computed_once() -> None:
     from distill.augment import AugmentConfig
     from distill.data import ClipSet
-    from distill.teach import augmented_copies
+    from distill.teach import audio_digest, augmented_copies
 
     rng = np.random.default_rng(0)
     audio = [(0.1 * rng.standard_normal(8000 + 160 * i)).astype(np.float32) for i in range(4)]
     clips = ClipSet("toy", audio, [None] * 4, np.zeros((4, 1), np.int64), [f"k{i}" for i in range(4)])  # type: ignore[list-item]
     first = augmented_copies(clips, 1, AugmentConfig(), seed=3)
-    assert len(first) == 8 and first.keys[4:] == [f"k{i}|aug0|seed3" for i in range(4)]
+    assert len(first) == 8
+    assert first.keys[4:] == [f"k{i}|aug0|seed3|{audio_digest(first.audio[4 + i])}" for i in range(4)]
     assert augmented_copies(clips, 1, AugmentConfig(), seed=3) is first  # the student stage reuses the teacher's
     other = augmented_copies(clips, 1, AugmentConfig(), seed=4)
     assert other is not first and not np.array_equal(other.audio[4], first.audio[4])
     again = augmented_copies(clips, 1, AugmentConfig(), seed=3)  # recomputed: the same audio
     assert again is not first and all(np.array_equal(a, b) for a, b in zip(again.audio, first.audio, strict=True))
+    assert again.keys == first.keys  # and the same keys: its cached teacher frames are found again
+
+
+def test_an_augmented_copy_that_sounds_different_gets_another_cache_key() -> None:
+    """A copy's key names its audio: with another babble pool (more clips) the same clip's copy is new.
+
+    Before the digest, the key was (clip key, copy, seed) alone, and a pool grown by more clips
+    reused the teacher frames cached for copies whose babble came from the smaller pool.
+    """
+    from distill.augment import AugmentConfig
+    from distill.data import ClipSet
+    from distill.teach import augmented_copies
+
+    rng = np.random.default_rng(1)
+    audio = [(0.1 * rng.standard_normal(8000)).astype(np.float32) for _ in range(12)]
+
+    def clipset(n: int) -> ClipSet:
+        return ClipSet("toy", audio[:n], [None] * n, np.zeros((n, 1), np.int64), [f"k{i}" for i in range(n)])  # type: ignore[list-item]
+
+    cfg = AugmentConfig(noise_prob=1.0, colored_weight=0.0, household_weight=0.0, babble_talkers=(1, 2))
+    small, grown = augmented_copies(clipset(6), 1, cfg, seed=0), augmented_copies(clipset(12), 1, cfg, seed=0)
+    differs = [i for i in range(6) if not np.array_equal(small.audio[6 + i], grown.audio[12 + i])]
+    assert differs  # babble drawn from other clips
+    for i in range(6):
+        assert (small.keys[6 + i] == grown.keys[12 + i]) == (i not in differs)
+    louder = augmented_copies(clipset(6), 1, replace(cfg, snr_db=(30.0, 30.0)), seed=0)
+    assert all(a != b for a, b in zip(louder.keys[6:], small.keys[6:], strict=True))  # another config
 
 
 def test_head_transformer_layers_add_weights_and_keep_old_checkpoints_loading() -> None:
