@@ -17,7 +17,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +31,7 @@ from assistant.decode import HeadLayout
 from assistant.errors import ConfigError
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
-from distill.evaluate import Metrics, calibrate_threshold, format_table
+from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, format_table
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
 from distill.synth import SynthConfig, synthesize_corpus
@@ -56,6 +56,9 @@ class Preset:
     target_wrong: float | None = None
     """If set, the threshold also keeps wrong actions (validation commands accepted with a wrong intent
     or slot) at most this share: :func:`distill.evaluate.calibrate_threshold`. None: not bounded."""
+    far_kinds: tuple[str, ...] | None = None
+    """The negative kinds ``target_far`` counts (e.g. out_of_domain, noise, silence: leave the near misses,
+    which sound like commands, to the wrong-action target or to none). None: every kind."""
 
 
 PRESETS: dict[str, Preset] = {
@@ -210,13 +213,18 @@ def stage_table(stages_s: dict[str, float], peak_rss_mb: dict[str, float | None]
 
 def build_section(context_path: str | Path, out: Path, preset: str, seed: int, utterances: int | None,
                   stages_s: dict[str, float], target_wrong: float | None = None,
-                  peak_rss_mb: dict[str, float] | None = None) -> str:
+                  peak_rss_mb: dict[str, float] | None = None, far_kinds: Sequence[str] | None = None,
+                  calibration_negatives: int = 0) -> str:
     """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage."""
     command = f"hubvoice-distill build {context_path} -o {out} --preset {preset} --seed {seed}"
     if utterances:
         command += f" --utterances {utterances}"
     if target_wrong is not None and preset != "custom" and target_wrong != PRESETS[preset].target_wrong:
         command += f" --target-wrong-actions {target_wrong:g}"
+    if far_kinds is not None and preset != "custom" and tuple(far_kinds) != PRESETS[preset].far_kinds:
+        command += f" --far-kinds {','.join(far_kinds)}"
+    if calibration_negatives:
+        command += f" --calibration-negatives {calibration_negatives}"
     if preset == "custom":
         command += "  # a custom Preset object (see recipe above), not a named preset"
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, no GPU" \
@@ -233,10 +241,12 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
 def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
           utterances: int | None = None, overwrite: bool = False, progress: bool = True,
-          target_wrong: float | None = None, calibration_negatives: int = 0) -> Path:
+          target_wrong: float | None = None, calibration_negatives: int = 0,
+          far_kinds: Sequence[str] | None = None) -> Path:
     """Run the whole pipeline; returns the bundle folder. See the module docstring.
 
-    ``target_wrong`` overrides the preset's :attr:`Preset.target_wrong`. ``calibration_negatives``:
+    ``target_wrong`` and ``far_kinds`` override the preset's :attr:`Preset.target_wrong` and
+    :attr:`Preset.far_kinds`. ``calibration_negatives``:
     synthesize about that many more negatives for val (calibration) and test (:func:`extra_negatives`).
     """
     from distill.bundle import write_bundle
@@ -247,6 +257,12 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     preset_name = preset if isinstance(preset, str) else "custom"
     if target_wrong is not None:
         p = replace(p, target_wrong=target_wrong)
+    if far_kinds is not None:
+        p = replace(p, far_kinds=tuple(far_kinds))
+    try:
+        check_far_kinds(p.far_kinds)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if calibration_negatives < 0:
         raise ConfigError(f"calibration_negatives: expected a count >= 0, got {calibration_negatives}")
     if p.target_wrong is not None and not 0.0 <= p.target_wrong <= 1.0:
@@ -295,13 +311,13 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     with report.stage("calibrate"):
         val_probs = student_probs(student, val)
         cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far,
-                                  target_wrong=p.target_wrong)
+                                  target_wrong=p.target_wrong, far_kinds=p.far_kinds)
         threshold = min(1.0, cal.threshold)
         # The teacher at the same false-accept (and wrong-action) target, calibrated the same way: its
         # threshold-0 number lets through a quarter of the out-of-context clips, so it is not the student's peer.
         t_val = tprobs["val"]
         t_cal = calibrate_threshold(layout, t_val[0], t_val[1:], val.references, target_far=p.target_far,
-                                    target_wrong=p.target_wrong)
+                                    target_wrong=p.target_wrong, far_kinds=p.far_kinds)
         t_threshold = min(1.0, t_cal.threshold)
     with report.stage("evaluate"):
         rows = []
@@ -333,7 +349,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                   {"model": "student", "params": cost["student_params"],
                                    "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
             "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s,
-                                   p.target_wrong, report.peak_rss_mb),
+                                   p.target_wrong, report.peak_rss_mb, p.far_kinds, calibration_negatives),
         }
         picked = np.random.default_rng(seed).choice(len(train), min(CALIBRATION_CLIPS, len(train)), False)
         calib = [train.audio[i] for i in picked]
@@ -343,6 +359,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             recipe={"preset": preset_name, "seed": seed, "utterances": utterances or p.utterances,
                     "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
                     "target_far": p.target_far, "target_wrong": p.target_wrong,
+                    "far_kinds": list(p.far_kinds) if p.far_kinds is not None else None,
                     "calibration_negatives": calibration_negatives},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},

@@ -111,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--target-wrong-actions", type=float, default=None, metavar="RATE",
                        help="also calibrate the threshold for at most RATE (0-1) of the validation commands "
                             "accepted with a wrong intent or slot (default: only the false-accept target)")
+    build.add_argument("--far-kinds", default=None, metavar="KIND[,KIND...]",
+                       help="the negative kinds the false-accept target counts (default: all; e.g. "
+                            "out_of_domain,noise,silence leaves out the near misses, sentences of the context's "
+                            "own words that are not commands)")
     build.add_argument("--calibration-negatives", type=int, default=0, metavar="N",
                        help="synthesize about N more negatives on held-out voices for val (the threshold) and "
                             "test (default: 0; a build has ~135 validation negatives, 2000 adds ~600)")
@@ -183,7 +187,8 @@ def _build(args: argparse.Namespace) -> int:
     bundle = build(args.context, args.out, preset=args.preset, work=args.work, seed=args.seed, real=args.real,
                    whisper_dir=args.whisper, utterances=args.utterances, overwrite=args.overwrite,
                    progress=not args.no_progress, target_wrong=args.target_wrong_actions,
-                   calibration_negatives=args.calibration_negatives)
+                   calibration_negatives=args.calibration_negatives,
+                   far_kinds=[k.strip() for k in args.far_kinds.split(",")] if args.far_kinds is not None else None)
     print(f"{bundle}: bundle written")
     return 0
 

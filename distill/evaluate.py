@@ -316,12 +316,31 @@ class Calibration:
     wrong_action_rate: float | None = None
     """Share of the commands accepted with a wrong intent or slot at ``threshold``, which a hub would
     carry out wrongly (None without commands)."""
+    far_kinds: tuple[str, ...] | None = None
+    """The negative kinds ``target_far`` counted (None: all). ``false_accept_rate`` is over all negatives."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": self.threshold, "target_far": self.target_far,
                 "false_accept_rate": self.false_accept_rate, "false_reject_rate": self.false_reject_rate,
                 "command_acceptance": self.command_acceptance, "target_wrong": self.target_wrong,
-                "wrong_action_rate": self.wrong_action_rate}
+                "wrong_action_rate": self.wrong_action_rate,
+                "far_kinds": list(self.far_kinds) if self.far_kinds is not None else None}
+
+
+NEGATIVE_KINDS = tuple(k for k in KINDS if k != "command")
+"""The kinds of negative a reference can be; :func:`calibrate_threshold`'s ``far_kinds`` picks among them."""
+
+
+def check_far_kinds(far_kinds: Iterable[str] | None) -> tuple[str, ...] | None:
+    """``far_kinds`` as a tuple, or a ValueError naming a kind that is not a negative kind (None stays None)."""
+    if far_kinds is None:
+        return None
+    kinds = tuple(far_kinds)
+    unknown = [k for k in kinds if k not in NEGATIVE_KINDS]
+    if unknown or not kinds:
+        raise ValueError(f"far_kinds: expected one or more of {', '.join(NEGATIVE_KINDS)}, got "
+                         f"{', '.join(map(repr, unknown or kinds)) or 'none'}")
+    return kinds
 
 
 def wrong_action_rate(references: Sequence[Reference], decisions: Sequence[Decision]) -> float | None:
@@ -332,9 +351,13 @@ def wrong_action_rate(references: Sequence[Reference], decisions: Sequence[Decis
 
 def calibrate_threshold(layout: HeadLayout, intent_probs: np.ndarray, slot_probs: Sequence[np.ndarray],
                         references: Sequence[Reference], target_far: float = 0.01,
-                        target_wrong: float | None = None) -> Calibration:
+                        target_wrong: float | None = None,
+                        far_kinds: Iterable[str] | None = None) -> Calibration:
     """The smallest threshold whose false-accept rate on the negatives is at most ``target_far`` and, with
     ``target_wrong``, whose wrong-action rate (:func:`wrong_action_rate`) on the commands is at most that.
+
+    ``far_kinds`` (e.g. ``("out_of_domain", "noise", "silence")``): only negatives of these kinds count
+    towards ``target_far``; the others (near misses, say) are neither bounded nor offenders. None: all.
 
     Candidates are 0 and, for each offender at threshold 0 (a negative accepted; with ``target_wrong``
     also a command accepted wrongly), the next float above its intent probability and above its
@@ -349,6 +372,7 @@ def calibrate_threshold(layout: HeadLayout, intent_probs: np.ndarray, slot_probs
         raise ValueError(f"target_far must be in [0, 1], got {target_far}")
     if target_wrong is not None and not 0.0 <= target_wrong <= 1.0:
         raise ValueError(f"target_wrong must be in [0, 1], got {target_wrong}")
+    kinds = check_far_kinds(far_kinds)
     probs = np.asarray(intent_probs)
     if len(references) != len(probs):
         raise ValueError(f"{len(references)} references but {len(probs)} rows of probabilities")
@@ -359,15 +383,16 @@ def calibrate_threshold(layout: HeadLayout, intent_probs: np.ndarray, slot_probs
         decisions = decide_all(layout, probs, slot_probs, threshold=threshold)
         m = score(references, decisions, layout=layout)
         return Calibration(threshold, target_far, m.false_accept_rate, m.false_reject_rate, m.command_acceptance,
-                           target_wrong, wrong_action_rate(references, decisions))
+                           target_wrong, wrong_action_rate(references, decisions), kinds)
 
-    negatives = np.array([not r.is_command for r in references], dtype=bool)
+    negatives = np.array([not r.is_command and (kinds is None or r.kind in kinds) for r in references], dtype=bool)
     if not negatives.any() and target_wrong is None:
         _LOGGER.warning("No negatives to calibrate on: threshold 0.0, false accepts unmeasured")
         return at(0.0)
     base = decide_all(layout, probs, slot_probs)
     offenders = [k for k, (r, d) in enumerate(zip(references, base, strict=True))
-                 if d.understood and (not r.is_command or (target_wrong is not None and not is_correct(r, d)))]
+                 if d.understood and (negatives[k] or (r.is_command and target_wrong is not None
+                                                        and not is_correct(r, d)))]
     values = {float(probs[k].max()) for k in offenders} | {float(base[k].confidence) for k in offenders}
     candidates = [0.0, *sorted(float(np.nextafter(v, math.inf)) for v in values)]
     n_neg, n_cmd = int(negatives.sum()), int((~negatives).sum())

@@ -95,9 +95,10 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     # More negatives to set the threshold on: synthesized on held-out voices into val and test, nothing retrained
     val_n = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())["metrics"]["val"]["student"]["n"]
     third = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True,
-                  calibration_negatives=30)
+                  calibration_negatives=30, far_kinds=["out_of_domain", "noise", "silence"])
     report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
-    assert load_bundle(third).manifest.to_dict()["recipe"]["calibration_negatives"] == 30
+    recipe = load_bundle(third).manifest.to_dict()["recipe"]
+    assert recipe["calibration_negatives"] == 30 and recipe["far_kinds"] == ["out_of_domain", "noise", "silence"]
     extra = [u for u in read_manifest(work / "build-toy-custom-s0" / "extra-negatives-n30") if u.kind != "command"]
     said = {u.text for u in read_manifest(work / "build-toy-custom-s0" / "corpus") if u.text}
     assert extra and {u.split for u in extra} <= {"val", "test"}
@@ -109,6 +110,8 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
     with pytest.raises(ConfigError, match="calibration_negatives"):
         build(ctx, tmp_path / "toy", preset=MICRO, work=work, calibration_negatives=-1)
+    with pytest.raises(ConfigError, match="far_kinds"):
+        build(ctx, tmp_path / "toy", preset=MICRO, work=work, far_kinds=["near_misses"])
 
 
 def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None:

@@ -231,6 +231,28 @@ def test_calibrate_bounds_wrong_actions_too() -> None:
         calibrate_threshold(LAYOUT, intent, slots, refs, target_wrong=2.0)
 
 
+def test_calibrate_can_leave_near_misses_out_of_the_false_accept_target() -> None:
+    """``far_kinds``: only those negatives are bounded; a near miss accepted at 0.7 no longer sets the threshold."""
+    intent, slots, refs = _calibration_case()
+    refs[1] = _neg("n1", "near_miss", "A")  # the negative accepted at intent probability 0.7
+    every = calibrate_threshold(LAYOUT, intent, slots, refs, target_far=0.0)
+    assert 0.7 < every.threshold < 0.7 + 1e-9 and every.far_kinds is None
+    others = ("out_of_domain", "noise", "silence")
+    cal = calibrate_threshold(LAYOUT, intent, slots, refs, target_far=0.0, far_kinds=others)
+    assert 0.6 < cal.threshold < 0.6 + 1e-9  # the out-of-domain ones at 0.6 and 0.55 are rejected
+    assert cal.false_accept_rate == 0.25  # over all negatives: the near miss is still accepted
+    assert cal.command_acceptance == pytest.approx(6 / 8)  # 3 commands kept (0.5 goes), 3 negatives rejected
+    assert cal.to_dict()["far_kinds"] == list(others)
+    # the near miss then counts for nothing, while a wrong-action target still applies to commands
+    refs[5] = Reference("thermostat")  # decided "lights" at 0.8
+    both = calibrate_threshold(LAYOUT, intent, slots, refs, target_far=0.0, far_kinds=others, target_wrong=0.0)
+    assert 0.8 < both.threshold < 0.8 + 1e-9
+    with pytest.raises(ValueError, match="far_kinds.*'command'"):
+        calibrate_threshold(LAYOUT, intent, slots, refs, far_kinds=["command"])
+    with pytest.raises(ValueError, match="far_kinds"):
+        calibrate_threshold(LAYOUT, intent, slots, refs, far_kinds=[])
+
+
 def test_calibrate_without_negatives_warns(caplog: pytest.LogCaptureFixture) -> None:
     intent, slots, refs = _calibration_case()
     with caplog.at_level(logging.WARNING):
