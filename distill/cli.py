@@ -41,6 +41,18 @@ def _names(allowed: Sequence[str]) -> Callable[[str], tuple[str, ...]]:
     return parse
 
 
+def _far_kinds(text: str | None) -> list[str] | None:
+    """``--far-kinds``: None (the preset's), every negative kind for "all", else the comma list as given
+    (``build`` checks the names and says which kinds there are)."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        from distill.evaluate import NEGATIVE_KINDS
+
+        return list(NEGATIVE_KINDS)
+    return [k.strip() for k in text.split(",") if k.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     from distill.bench import TEACHER_ENGINES
@@ -112,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also calibrate the threshold for at most RATE (0-1) of the validation commands "
                             "accepted with a wrong intent or slot (default: only the false-accept target)")
     build.add_argument("--far-kinds", default=None, metavar="KIND[,KIND...]",
-                       help="the negative kinds the false-accept target counts (default: all; e.g. "
-                            "out_of_domain,noise,silence leaves out the near misses, sentences of the context's "
-                            "own words that are not commands)")
+                       help="the negative kinds the false-accept target counts, or 'all' (default: the preset's, "
+                            "out_of_domain,noise,silence: the near misses, sentences of the context's own words "
+                            "that are not commands, are bounded through the wrong-action target instead)")
     build.add_argument("--calibration-negatives", type=int, default=0, metavar="N",
                        help="synthesize about N more negatives on held-out voices for val (the threshold) and "
                             "test (default: 0; a build has ~135 validation negatives, 2000 adds ~600)")
@@ -188,7 +200,7 @@ def _build(args: argparse.Namespace) -> int:
                    whisper_dir=args.whisper, utterances=args.utterances, overwrite=args.overwrite,
                    progress=not args.no_progress, target_wrong=args.target_wrong_actions,
                    calibration_negatives=args.calibration_negatives,
-                   far_kinds=[k.strip() for k in args.far_kinds.split(",")] if args.far_kinds is not None else None)
+                   far_kinds=_far_kinds(args.far_kinds))
     print(f"{bundle}: bundle written")
     return 0
 

@@ -109,3 +109,20 @@ def test_bench_teacher_engines_option(capsys: pytest.CaptureFixture[str]) -> Non
         assert exc.value.code == 2
         err = capsys.readouterr().err
         assert "argument --teacher-engines: expected a comma list of ct2, torch, onnx" in err and unknown in err
+
+
+def test_build_far_kinds_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from distill.cli import _far_kinds
+    from distill.evaluate import NEGATIVE_KINDS
+
+    assert build_parser().parse_args(["build", "c.yaml", "-o", "x"]).far_kinds is None  # the preset's
+    assert _far_kinds(None) is None
+    assert _far_kinds("all") == list(NEGATIVE_KINDS) == ["out_of_domain", "near_miss", "silence", "noise"]
+    assert _far_kinds("noise, silence") == ["noise", "silence"]
+    ctx = tmp_path / "c.yaml"
+    ctx.write_text(CONTEXT)
+    out = tmp_path / "never"
+    assert main(["build", str(ctx), "-o", str(out), "--work", str(tmp_path / "work"), "--far-kinds", "noise,tv"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: far_kinds: expected one or more of out_of_domain, near_miss, silence, noise")
+    assert "'tv'" in err and not out.exists()
