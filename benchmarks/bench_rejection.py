@@ -35,7 +35,9 @@ share of commands that are accepted with a wrong intent or slot (the hub would a
 them). Then the shipped score's *operating points*: its threshold set for 1, 2 and 5% false accepts
 on all validation negatives, or on all but the near misses (out-of-domain speech, noise and silence:
 what a hub hears that is not meant for it), each with its commands right, that "other" false-accept
-rate, the share of near misses accepted and the wrong actions. Also the negatives accepted at
+rate, the share of near misses accepted and the wrong actions; and at the threshold that the
+preset's own targets give (``Preset.target_far``, ``far_kinds``, ``target_wrong``, calibrated as
+``build`` does). Also the negatives accepted at
 threshold 0, by kind. Prints markdown tables;
 a benchmark, not a test.
 """
@@ -173,22 +175,32 @@ def main() -> None:
     # Operating points of the shipped score: the threshold set on all negatives, or on every
     # negative but the near misses (the false accepts of a hub that hears speech meant for
     # someone else, a TV, a kitchen), with the near misses then reported on their own.
-    points = []
+    preset = PRESETS[args.preset]
+    policies: list[tuple[str, str, float]] = []
     for policy, counts in (("all negatives", _is_negative), ("all but near misses", _is_other_negative)):
         for far in (0.01, 0.02, 0.05):
-            t = _calibrate(base["val"], shipped(probs["val"], base["val"]), val.references, far, counts)
-            row = {"threshold set on": policy, "target": f"{far:.0%}", "threshold": f"{t:.6f}"}
-            for name, clips in sets.items():
-                d = _decide(base[name], shipped(probs[name], base[name]), t)
-                m = score(clips.references, d, layout=layout)
-                refs = clips.references
-                other = [x.understood for r, x in zip(refs, d, strict=True) if _is_other_negative(r)]
-                near = [x.understood for r, x in zip(refs, d, strict=True) if r.kind == "near_miss"]
-                row[f"{name} commands right"] = m.commands_right
-                row[f"{name} other FAR"] = float(np.mean(other)) if other else 0.0
-                row[f"{name} near misses accepted"] = float(np.mean(near)) if near else 0.0
-                row[f"{name} wrong actions"] = wrong_action_rate(refs, d) or 0.0
-            points.append(row)
+            policies.append((policy, f"{far:.0%}", _calibrate(base["val"], shipped(probs["val"], base["val"]),
+                                                               val.references, far, counts)))
+    # the preset's own targets, calibrated exactly as build does
+    cal = calibrate_threshold(layout, probs["val"][0], probs["val"][1:], val.references, target_far=preset.target_far,
+                              target_wrong=preset.target_wrong, far_kinds=preset.far_kinds)
+    kinds_text = "all negatives" if preset.far_kinds is None else "+".join(preset.far_kinds)
+    wrong_text = "" if preset.target_wrong is None else f", wrong actions {preset.target_wrong:.0%}"
+    policies.append((f"the {args.preset} preset: {kinds_text}", f"{preset.target_far:.0%}{wrong_text}", cal.threshold))
+    points = []
+    for policy, target_text, t in policies:
+        row = {"threshold set on": policy, "target": target_text, "threshold": f"{t:.6f}"}
+        for name, clips in sets.items():
+            d = _decide(base[name], shipped(probs[name], base[name]), t)
+            m = score(clips.references, d, layout=layout)
+            refs = clips.references
+            other = [x.understood for r, x in zip(refs, d, strict=True) if _is_other_negative(r)]
+            near = [x.understood for r, x in zip(refs, d, strict=True) if r.kind == "near_miss"]
+            row[f"{name} commands right"] = m.commands_right
+            row[f"{name} other FAR"] = float(np.mean(other)) if other else 0.0
+            row[f"{name} near misses accepted"] = float(np.mean(near)) if near else 0.0
+            row[f"{name} wrong actions"] = wrong_action_rate(refs, d) or 0.0
+        points.append(row)
     print("\nOperating points of the shipped score ('other FAR': out-of-domain speech, noise and silence):\n")
     print(format_table(points, list(points[0]),
                        percent=[k for k in points[0] if k not in ("threshold set on", "target", "threshold")]))
