@@ -4,8 +4,8 @@ Stages (each timed; each leaves its result under ``work/<name>/`` so a re-run sk
 resumes it): **synth** (content-addressed audio: a re-run reuses every clip) →
 **teacher** (frozen Whisper encoder, frames cached per clip; heads resume from their
 checkpoint) → **student** (distilled; resumes from ``last.pt``) → **calibrate** (the
-rejection threshold on validation data for a target false-accept rate, the student's and, the
-same way, the teacher's) → **evaluate** (held-out voices clean, 15 dB and 6 dB; teacher and
+rejection threshold on validation data for a target false-accept rate on the negative kinds
+the preset counts and a target wrong-action rate, the student's and, the same way, the teacher's) → **evaluate** (held-out voices clean, 15 dB and 6 dB; teacher and
 student side by side, the teacher with and without its threshold) → **export**
 (int8 ONNX bundle with samples from held-out voices, self-tested, and its model card).
 """

@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--whisper", default=None, help="CTranslate2 Whisper model directory for the teacher")
     build.add_argument("--target-wrong-actions", type=float, default=None, metavar="RATE",
                        help="also calibrate the threshold for at most RATE (0-1) of the validation commands "
-                            "accepted with a wrong intent or slot (default: only the false-accept target)")
+                            "accepted with a wrong intent or slot (default: the preset's, 0.05)")
     build.add_argument("--far-kinds", default=None, metavar="KIND[,KIND...]",
                        help="the negative kinds the false-accept target counts, or 'all' (default: the preset's, "
                             "out_of_domain,noise,silence: the near misses, sentences of the context's own words "
