@@ -180,6 +180,17 @@ class BuildReport:
                          self.peak_rss_mb[name])
 
 
+def threshold_note(p: Preset, threshold: float, teacher_threshold: float) -> str:
+    """The card's sentence on what the thresholds were set for and what the FAR columns count."""
+    kinds = "all" if p.far_kinds is None else ", ".join(p.far_kinds)
+    wrong = "" if p.target_wrong is None else (f" and at most {p.target_wrong:.0%} of the validation commands "
+                                               f"accepted with a wrong intent or slot")
+    return (f"Thresholds (student {threshold:.4f}, teacher {teacher_threshold:.4f}) set on validation for at most "
+            f"{p.target_far:.0%} false accepts of the negatives of kinds {kinds}{wrong}. *FAR* counts every "
+            f"negative, near misses included; *commands right* counts the commands alone (intent and every slot "
+            f"right, accepted). Acceptance also counts each rejected negative as right.")
+
+
 def _summary(m: Metrics) -> dict[str, Any]:
     return {"command_acceptance": m.command_acceptance, "commands_right": m.commands_right,
             "intent_accuracy": m.intent_accuracy,
@@ -353,7 +364,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                 rows, ["condition", "clips", "teacher, no rejection", "teacher at its threshold", "teacher FAR",
                        "student at its threshold", "student FAR", "teacher commands right", "student commands right"],
                 percent=["teacher, no rejection", "teacher at its threshold", "teacher FAR", "student at its threshold",
-                         "student FAR", "teacher commands right", "student commands right"]),
+                         "student FAR", "teacher commands right", "student commands right"])
+            + "\n\n" + threshold_note(p, threshold, t_threshold),
             "Size": format_table([{"model": "teacher (Whisper base encoder + heads)",
                                    "params": cost["teacher_params"], "MMACs/s": enc_macs / 1e6},
                                   {"model": "student", "params": cost["student_params"],

@@ -79,6 +79,8 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     far = report["metrics"]["val"]["teacher_calibrated"]["false_accept_rate"]  # None: this val has no negatives
     assert far is None or far <= MICRO.target_far or report["thresholds"]["teacher"] == 1.0
     assert "teacher at its threshold" in (bundle_dir / "MODEL_CARD.md").read_text()
+    assert "false accepts of the negatives of kinds all. *FAR* counts every negative" in (
+        bundle_dir / "MODEL_CARD.md").read_text()  # the card says what the thresholds were set for
     peaks = [report["peak_rss_mb"][stage] for stage in report["stages_s"]]  # every stage, in order
     assert peaks[0] > 50 and peaks == sorted(peaks)  # MiB of a process that imported torch; never falls
     assert "peak RSS so far (MiB)" in (bundle_dir / "MODEL_CARD.md").read_text()  # the card says what it took
