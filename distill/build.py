@@ -29,6 +29,7 @@ import torch
 from assistant.context import Context, load_context
 from assistant.decode import HeadLayout
 from assistant.errors import ConfigError
+from distill.corpus import read_manifest
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, format_table
@@ -36,6 +37,7 @@ from distill.nets.profile import count_parameters, macs_per_second, whisper_enco
 from distill.nets.student import StudentConfig
 from distill.synth import SynthConfig, synthesize_corpus
 from distill.teach import TeacherConfig, probs_metrics, train_teacher
+from distill.teachers.neural import CacheUse, cache_use
 from distill.train import TrainConfig
 
 _LOGGER = logging.getLogger(__name__)
@@ -166,6 +168,8 @@ class BuildReport:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     """The process's peak RSS so far at the end of each stage: the stage where it rises set the peak."""
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    found: dict[str, str] = field(default_factory=dict)
+    """Per stage, what it took from the work folder instead of making it (:func:`reuse_note`)."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -225,18 +229,53 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
     return chosen
 
 
-def stage_table(stages_s: dict[str, float], peak_rss_mb: dict[str, float | None]) -> str:
-    """Seconds and peak RSS so far (MiB) per stage, as a markdown table (no RSS column without RSS)."""
-    rss = "peak RSS so far (MiB)"
-    return format_table([{"stage": k, "seconds": v, rss: peak_rss_mb.get(k)} for k, v in stages_s.items()],
-                        ["stage", "seconds", *([rss] if peak_rss_mb else [])])
+def stage_table(stages_s: dict[str, float], peak_rss_mb: dict[str, float | None],
+                found: dict[str, str] | None = None) -> str:
+    """Seconds, peak RSS so far (MiB) and what was reused, per stage, as a markdown table.
+
+    The RSS column is left out without RSS, the reuse column without ``found``.
+    """
+    rss, reuse = "peak RSS so far (MiB)", "from the work folder"
+    return format_table([{"stage": k, "seconds": v, rss: peak_rss_mb.get(k), reuse: (found or {}).get(k, "")}
+                         for k, v in stages_s.items()],
+                        ["stage", "seconds", *([rss] if peak_rss_mb else []), *([reuse] if found else [])])
+
+
+def _reached(checkpoint: Path) -> int | None:
+    """The step a training run's ``last.pt`` reached; None when there is none."""
+    from distill.train import load_checkpoint
+
+    return int(load_checkpoint(checkpoint)["step"]) if checkpoint.is_file() else None
+
+
+def _encoded(use: CacheUse, before: tuple[int, int]) -> str:
+    """What the teacher encodings since ``before`` (``use``'s counts of found and encoded files) took from the cache."""
+    found, encoded = len(use.found) - before[0], len(use.encoded) - before[1]
+    return f"{found:,} of {found + encoded:,} encodings"
+
+
+def _resumed(what: str, step: int | None, steps: int) -> str:
+    return f"{what} from scratch" if step is None else f"{what} resumed at step {step:,} of {steps:,}"
+
+
+def reuse_note(found: dict[str, str], from_scratch: bool) -> str:
+    """The card's sentence on whether its stage times are from-scratch times."""
+    if from_scratch:
+        return "This run started from an empty work folder: these are from-scratch times."
+    return ("This run reused what its work folder held (last column), so these are **not** from-scratch times; "
+            "only a run in an empty work folder gives those (docs/BENCHMARKS.md).")
 
 
 def build_section(context_path: str | Path, out: Path, preset: str, seed: int, utterances: int | None,
                   stages_s: dict[str, float], target_wrong: float | None = None,
                   peak_rss_mb: dict[str, float] | None = None, far_kinds: Sequence[str] | None = None,
-                  calibration_negatives: int = 0) -> str:
-    """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage."""
+                  calibration_negatives: int = 0, found: dict[str, str] | None = None,
+                  from_scratch: bool | None = None) -> str:
+    """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage.
+
+    ``found`` (per stage, what was taken from the work folder) and ``from_scratch`` say whether the
+    times are from-scratch times; without them the card says only that a run may have reused some.
+    """
     command = f"hubvoice-distill build {context_path} -o {out} --preset {preset} --seed {seed}"
     if utterances:
         command += f" --utterances {utterances}"
@@ -252,11 +291,12 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
         if not torch.cuda.is_available() else f"{platform.machine()}, GPU {torch.cuda.get_device_name(0)}"
     rss = peak_rss_mb or {}
     table = stage_table({**stages_s, "total (until export)": round(sum(stages_s.values()), 1)},
-                        {**rss, "total (until export)": max(rss.values())} if rss else {})
+                        {**rss, "total (until export)": max(rss.values())} if rss else {}, found)
+    reuse = ("A run reuses what its work folder already holds (synthesized clips, teacher encodings, finished "
+             "checkpoints), so only a run in an empty work folder shows the from-scratch time (docs/BENCHMARKS.md)."
+             if from_scratch is None else reuse_note(found or {}, from_scratch))
     return (f"Rebuild from scratch (seed {seed}) with\n\n    {command}\n\nThe time of the `build` run that wrote this "
-            f"bundle, on {machine}. A run reuses what its work folder already holds (synthesized clips, teacher "
-            f"encodings, finished checkpoints), so only a run in an empty work folder shows the from-scratch "
-            f"time (docs/BENCHMARKS.md):\n\n{table}")
+            f"bundle, on {machine}. {reuse}\n\n{table}")
 
 
 def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset = "default", work: str | Path = "work",
@@ -296,6 +336,9 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     report = BuildReport()
     started = time.time()
 
+    audio_dir = root / "corpus" / "audio"
+    had_clips = {p.name for p in audio_dir.glob("*.wav")} if audio_dir.is_dir() else set()
+    had_teacher, had_student = _reached(root / "teacher" / "last.pt"), _reached(root / "student" / "last.pt")
     with report.stage("synth"):
         synthesize_corpus(ctx, root / "corpus", SynthConfig(utterances=utterances or p.utterances, seed=seed),
                           progress=progress)
@@ -308,27 +351,37 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                             calibration_negatives, seed + 1, layout)
             val, test = val.join(x_val), test.join(x_test)  # what the threshold is set on and scored on
             _LOGGER.info("%d + %d more negatives for val and test", len(x_val), len(x_test))
+        planned = [Path(u.audio).name for u in read_manifest(root / "corpus")]
+        reused_clips = sum(name in had_clips for name in planned)
+        report.found["synth"] = f"{reused_clips:,} of {len(planned):,} corpus clips"
     conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
     if real is not None:
         conditions["real"] = load_fsdd(real, layout)
 
     cache = Path(work) / "cache" / "whisper"
-    with report.stage("teacher"):
-        if whisper_dir is None and not os.environ.get("HUBVOICE_WHISPER_DIR"):
-            # the development model is assembled inside this build's work folder, not in ./work of
-            # wherever the command was started
-            from distill.teachers.whisper import find_model_dir
+    with cache_use() as use:  # what the teacher encodings took from the cache, and what they cost
+        with report.stage("teacher"):
+            if whisper_dir is None and not os.environ.get("HUBVOICE_WHISPER_DIR"):
+                # the development model is assembled inside this build's work folder, not in ./work of
+                # wherever the command was started
+                from distill.teachers.whisper import find_model_dir
 
-            whisper_dir = str(find_model_dir(None, cache=Path(work) / "whisper-base"))
-        tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
-        # "val" in ``also`` replaces train_teacher's own val scores: the teacher is scored (and later
-        # calibrated) on the val the student is, extra negatives included
-        teacher, tmetrics, tprobs = train_teacher(train, fit_val, layout, tcfg, root / "teacher", cache_dir=cache,
-                                                  also={"val": val, **conditions}, progress=progress)
-    with report.stage("student"):
-        recipe = replace(p.student, train=replace(p.student.train, seed=seed))
-        student, _ = train_student(train, fit_val, layout, recipe, root / "student", teacher=teacher,
-                                   teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress)
+                whisper_dir = str(find_model_dir(None, cache=Path(work) / "whisper-base"))
+            tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
+            # "val" in ``also`` replaces train_teacher's own val scores: the teacher is scored (and later
+            # calibrated) on the val the student is, extra negatives included
+            teacher, tmetrics, tprobs = train_teacher(train, fit_val, layout, tcfg, root / "teacher", cache_dir=cache,
+                                                      also={"val": val, **conditions}, progress=progress)
+        report.found["teacher"] = _encoded(use, (0, 0)) + "; " + _resumed("head", had_teacher, tcfg.train.steps)
+        before = len(use.found), len(use.encoded)
+        with report.stage("student"):
+            recipe = replace(p.student, train=replace(p.student.train, seed=seed))
+            student, _ = train_student(train, fit_val, layout, recipe, root / "student", teacher=teacher,
+                                       teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress)
+        more = (len(use.found), len(use.encoded)) != before
+        report.found["student"] = (_encoded(use, before) + "; " if more else "") + _resumed(
+            "student", had_student, recipe.train.steps)
+        from_scratch = not reused_clips and not use.found and had_teacher is None and had_student is None
     with report.stage("calibrate"):
         val_probs = student_probs(student, val)
         cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far,
@@ -371,7 +424,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                   {"model": "student", "params": cost["student_params"],
                                    "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
             "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s,
-                                   p.target_wrong, report.peak_rss_mb, p.far_kinds, calibration_negatives),
+                                   p.target_wrong, report.peak_rss_mb, p.far_kinds, calibration_negatives,
+                                   report.found, from_scratch),
         }
         picked = np.random.default_rng(seed).choice(len(train), min(CALIBRATION_CLIPS, len(train)), False)
         calib = [train.audio[i] for i in picked]
@@ -400,10 +454,11 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     report.stages_s["total"] = round(time.time() - started, 1)
     report.peak_rss_mb["total"] = peak_rss_mb()
     (root / "build.json").write_text(json.dumps({"stages_s": report.stages_s, "peak_rss_mb": report.peak_rss_mb,
+                                                 "from_the_work_folder": report.found, "from_scratch": from_scratch,
                                                  "metrics": report.metrics,
                                                  "thresholds": {"student": threshold, "teacher": t_threshold},
                                                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"},
                                                 indent=2))
     print(tables["Command acceptance (held-out voices)"])
-    print(stage_table(report.stages_s, dict(report.peak_rss_mb)))
+    print(stage_table(report.stages_s, dict(report.peak_rss_mb), report.found))
     return bundle

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,32 @@ def cache_paths(encoder: Any, keys: Sequence[str], cache_dir: Path, *, stride: i
     return [cache_dir / (hashlib.sha1(f"{tag}|{k}".encode()).hexdigest() + ".npy") for k in keys]
 
 
+@dataclass
+class CacheUse:
+    """The cache files :func:`encode_cached` wrote (``encoded``) and found already there (``found``) while
+    this was active: a file it wrote itself and then read again is not counted as found."""
+
+    encoded: set[str] = field(default_factory=set)
+    found: set[str] = field(default_factory=set)
+
+
+_CACHE_USES: list[CacheUse] = []
+
+
+@contextmanager
+def cache_use() -> Iterator[CacheUse]:
+    """Record what :func:`encode_cached` encodes and what it finds cached, in this process, inside the block.
+
+    A build reports from it what of its teacher encodings it took from the work folder.
+    """
+    use = CacheUse()
+    _CACHE_USES.append(use)
+    try:
+        yield use
+    finally:
+        _CACHE_USES.remove(use)
+
+
 def encode_cached(encoder: Any, clips: Sequence[np.ndarray], keys: Sequence[str], cache_dir: Path,
                   *, stride: int = 1, batch_size: int = 16) -> np.ndarray:
     """Encoder frames ``[N, T, D]`` for each clip, computed once per (encoder, window, stride, key) and cached.
@@ -124,6 +151,11 @@ def encode_cached(encoder: Any, clips: Sequence[np.ndarray], keys: Sequence[str]
     cache_dir.mkdir(parents=True, exist_ok=True)
     paths = cache_paths(encoder, keys, cache_dir, stride=stride)
     todo = [i for i, p in enumerate(paths) if not p.is_file()]
+    for use in _CACHE_USES:
+        use.encoded.update(paths[i].name for i in todo)
+        use.found.update(p.name for p in paths if p.name not in use.encoded)
+    if paths:
+        _LOGGER.info("%d clips to encode, %d from the cache", len(todo), len(paths) - len(todo))
     for start in range(0, len(todo), batch_size):
         idx = todo[start : start + batch_size]
         feats = pool_frames(encoder.encode([clips[i] for i in idx]), stride).astype(np.float16)

@@ -84,6 +84,13 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     peaks = [report["peak_rss_mb"][stage] for stage in report["stages_s"]]  # every stage, in order
     assert peaks[0] > 50 and peaks == sorted(peaks)  # MiB of a process that imported torch; never falls
     assert "peak RSS so far (MiB)" in (bundle_dir / "MODEL_CARD.md").read_text()  # the card says what it took
+    # ... and that these are from-scratch times: nothing was in the work folder
+    n_clips = len(read_manifest(work / "build-toy-custom-s0" / "corpus"))
+    assert report["from_scratch"] is True
+    assert report["from_the_work_folder"]["synth"] == f"0 of {n_clips} corpus clips"
+    assert report["from_the_work_folder"]["teacher"].startswith("0 of ")
+    assert report["from_the_work_folder"]["student"].endswith("student from scratch")
+    assert "these are from-scratch times" in (bundle_dir / "MODEL_CARD.md").read_text()
     # A re-run reuses the corpus audio and the finished checkpoints: nothing is trained again.
     rows = (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n")
     # ... and records a wrong-action target (this one allows everything, so the threshold is the same;
@@ -94,6 +101,13 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert manifest["metrics"]["threshold"] == metrics["threshold"]
     assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
     assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
+    # ... and its card says so: its times are not from-scratch times
+    found = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
+    assert found["from_scratch"] is False
+    assert found["from_the_work_folder"]["synth"] == f"{n_clips} of {n_clips} corpus clips"
+    assert found["from_the_work_folder"]["teacher"].endswith("; head resumed at step 20 of 20")
+    assert found["from_the_work_folder"]["student"] == "student resumed at step 20 of 20"
+    assert "these are **not** from-scratch times" in (again / "MODEL_CARD.md").read_text()
     # More negatives to set the threshold on: synthesized on held-out voices into val and test, nothing retrained
     val_n = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())["metrics"]["val"]["student"]["n"]
     third = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True,
