@@ -129,7 +129,7 @@ def state_names(student: Student) -> list[str]:
 
 def can_stream(student: Student) -> bool:
     cfg = student.cfg.frontend
-    return cfg.padding == "causal" and cfg.normalize == "none"
+    return cfg.padding == "causal" and cfg.normalize == "none" and student.cfg.causal
 
 
 def load_student(path: str | os.PathLike[str]) -> tuple[Student, HeadLayout]:

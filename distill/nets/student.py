@@ -41,6 +41,10 @@ class StudentConfig:
     """Channels of the 2-D stem."""
     frontend: FrontendConfig = field(default_factory=lambda: FrontendConfig(normalize="none", padding="causal"))
     """Feature frontend inside the model; 'causal' padding and no utterance normalization stream exactly."""
+    causal: bool = True
+    """False: the blocks' depthwise convs see as many frames ahead as behind (centred kernels). Such a
+    student cannot stream (it needs the frames after each step), and in a padded batch a clip's last steps
+    see the padding: for measuring what causality costs (docs/BENCHMARKS.md)."""
 
     def __post_init__(self) -> None:
         if self.channels < 4 or self.kernel_size < 1 or not self.dilations:
@@ -88,9 +92,11 @@ def step_mask(valid: torch.Tensor, stride: int, steps: int) -> torch.Tensor:
 class CausalBlock(nn.Module):
     """Depthwise dilated causal conv → BN → ReLU → pointwise conv → BN, plus the residual."""
 
-    def __init__(self, channels: int, kernel_size: int, dilation: int) -> None:
+    def __init__(self, channels: int, kernel_size: int, dilation: int, causal: bool = True) -> None:
         super().__init__()
         self.context = (kernel_size - 1) * dilation  # past frames this block needs
+        # frames of zero padding before and after (a centred kernel looks half its span ahead)
+        self.pad = (self.context, 0) if causal else (self.context // 2, self.context - self.context // 2)
         self.depthwise = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, groups=channels, bias=False)
         self.bn1 = nn.BatchNorm1d(channels)
         self.pointwise = nn.Conv1d(channels, channels, 1, bias=False)
@@ -98,7 +104,7 @@ class CausalBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, past: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` [B, C, T]; ``past`` the block's last ``context`` input frames (zeros at the start)."""
-        padded = F.pad(x, (self.context, 0)) if past is None else torch.cat([past, x], dim=2)
+        padded = F.pad(x, self.pad) if past is None else torch.cat([past, x], dim=2)
         y = F.relu(self.bn1(self.depthwise(padded)))
         return F.relu(self.bn2(self.pointwise(y)) + x)
 
@@ -150,7 +156,8 @@ class Student(nn.Module):
         self.stem2d = Stem2d(n_mels, c, self.cfg.stem_width, self.stride) if two_d else None
         self.stem = None if two_d else nn.Conv1d(n_mels, c, self.stride, stride=self.stride, bias=False)
         self.stem_bn = None if two_d else nn.BatchNorm1d(c)
-        self.blocks = nn.ModuleList(CausalBlock(c, self.cfg.kernel_size, d) for d in self.cfg.dilations)
+        self.blocks = nn.ModuleList(CausalBlock(c, self.cfg.kernel_size, d, self.cfg.causal)
+                                    for d in self.cfg.dilations)
         self.block_contexts = [(self.cfg.kernel_size - 1) * d for d in self.cfg.dilations]
         self.attention = nn.Conv1d(c, len(self.head_sizes), 1)
         self.dropout = nn.Dropout(self.cfg.dropout)
@@ -237,6 +244,8 @@ class StreamingStudent(nn.Module):
         self.chunk_multiple = student.cfg.frontend.hop_length * student.stride
         if student.cfg.frontend.padding != "causal" or student.cfg.frontend.normalize != "none":
             raise ConfigError("streaming needs frontend padding='causal' and normalize='none'")
+        if not student.cfg.causal:
+            raise ConfigError("streaming needs a causal student (student.causal: true)")
         self.student = student
 
     def initial_state(self, batch: int = 1) -> list[torch.Tensor]:

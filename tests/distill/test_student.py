@@ -50,6 +50,24 @@ def test_streaming_needs_causal_frontend() -> None:
         StreamingStudent(model)
 
 
+def test_a_centred_student_looks_ahead_and_cannot_stream() -> None:
+    torch.manual_seed(0)
+    causal = Student([3], StudentConfig(channels=8, dilations=(1, 2))).eval()
+    centred = Student([3], StudentConfig(channels=8, dilations=(1, 2), causal=False)).eval()
+    centred.load_state_dict(causal.state_dict())  # the same weights: only the padding differs
+    mel = torch.randn(1, causal.cfg.frontend.n_mels, 40)
+    later = mel.clone()
+    later[:, :, 30:] += 5.0  # change only the frames from step 15 on
+    with torch.no_grad():
+        for model, ahead in ((causal, False), (centred, True)):
+            a, b = model.frames(mel), model.frames(later)
+            assert torch.equal(a[:, :, :10], b[:, :, :10]) is not ahead  # steps 0-9 see step 15 only if centred
+            assert a.shape == b.shape == (1, 8, 20)  # same length either way
+    with pytest.raises(ConfigError, match="causal student"):
+        StreamingStudent(centred)
+    assert StudentConfig.from_dict(centred.cfg.to_dict()).causal is False
+
+
 def test_config_roundtrip() -> None:
     cfg = StudentConfig(channels=32, dilations=(1, 2))
     assert StudentConfig.from_dict(cfg.to_dict()) == cfg
