@@ -86,7 +86,7 @@ PRESETS: dict[str, Preset] = {
         teacher=TeacherConfig(window_s=5.0, copies=1, train=TrainConfig(steps=2000, batch_size=64, lr=2e-3,
                                                                           warmup=100, eval_every=250)),
         student=StudentRecipe(student=StudentConfig(channels=96),
-                              train=TrainConfig(steps=6000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
+                              train=TrainConfig(steps=8000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
                                                 alpha=0.5, beta=1.0, gamma=0.0, time_masks=2, time_mask_frames=12,
                                                 freq_masks=2, freq_mask_bins=6, time_stretch=0.1, freq_warp=0.1),
                               copies=1, max_seconds=5.0),
