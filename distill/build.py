@@ -258,7 +258,7 @@ def _resumed(what: str, step: int | None, steps: int) -> str:
     return f"{what} from scratch" if step is None else f"{what} resumed at step {step:,} of {steps:,}"
 
 
-def reuse_note(found: dict[str, str], from_scratch: bool) -> str:
+def reuse_note(from_scratch: bool) -> str:
     """The card's sentence on whether its stage times are from-scratch times."""
     if from_scratch:
         return "This run started from an empty work folder: these are from-scratch times."
@@ -294,7 +294,7 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
                         {**rss, "total (until export)": max(rss.values())} if rss else {}, found)
     reuse = ("A run reuses what its work folder already holds (synthesized clips, teacher encodings, finished "
              "checkpoints), so only a run in an empty work folder shows the from-scratch time (docs/BENCHMARKS.md)."
-             if from_scratch is None else reuse_note(found or {}, from_scratch))
+             if from_scratch is None else reuse_note(from_scratch))
     return (f"Rebuild from scratch (seed {seed}) with\n\n    {command}\n\nThe time of the `build` run that wrote this "
             f"bundle, on {machine}. {reuse}\n\n{table}")
 
