@@ -29,7 +29,6 @@ import torch
 from assistant.context import Context, load_context
 from assistant.decode import HeadLayout
 from assistant.errors import ConfigError
-from distill.corpus import read_manifest
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, format_table
@@ -337,7 +336,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
     started = time.time()
 
     audio_dir = root / "corpus" / "audio"
-    had_clips = {p.name for p in audio_dir.glob("*.wav")} if audio_dir.is_dir() else set()
+    had_clips = {p.stem for p in audio_dir.glob("*.wav")} if audio_dir.is_dir() else set()  # audio/<id>.wav
     had_teacher, had_student = _reached(root / "teacher" / "last.pt"), _reached(root / "student" / "last.pt")
     with report.stage("synth"):
         synthesize_corpus(ctx, root / "corpus", SynthConfig(utterances=utterances or p.utterances, seed=seed),
@@ -346,14 +345,14 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         val = load_corpus(root / "corpus", layout, splits=("val",))
         test = load_corpus(root / "corpus", layout, splits=("test",))
         fit_val = val  # what training validates and selects checkpoints on: the corpus's own split
+        planned = [k for clips in (train, val, test) for k in clips.keys]
+        reused_clips = sum(k in had_clips for k in planned)
+        report.found["synth"] = f"{reused_clips:,} of {len(planned):,} corpus clips"
         if calibration_negatives > 0:
             x_val, x_test = extra_negatives(ctx, root / "corpus", root / f"extra-negatives-n{calibration_negatives}",
                                             calibration_negatives, seed + 1, layout)
             val, test = val.join(x_val), test.join(x_test)  # what the threshold is set on and scored on
             _LOGGER.info("%d + %d more negatives for val and test", len(x_val), len(x_test))
-        planned = [Path(u.audio).name for u in read_manifest(root / "corpus")]
-        reused_clips = sum(name in had_clips for name in planned)
-        report.found["synth"] = f"{reused_clips:,} of {len(planned):,} corpus clips"
     conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
     if real is not None:
         conditions["real"] = load_fsdd(real, layout)
