@@ -9,7 +9,9 @@ Each variant trains a student from the build's training pool (the clean clips + 
 copy, exactly as ``hubvoice-distill build`` makes it, labelled by the build's teacher from the
 cached Whisper encodings) with the default preset's recipe, changed only by the variant's JSON
 (``student``: StudentConfig fields, ``train``: TrainConfig fields, e.g. ``teacher_correct``,
-``time_masks``; default 1,500 steps). The
+``time_masks``; default 1,500 steps; ``{"train": {"ctc": 5, "ctc_units": "phones"}}`` trains a phone
+CTC head, spelled by an espeak-ng lexicon of the context's words and the corpus's transcripts, which
+``benchmarks/bench_grammar.py`` decodes through the grammar). The
 pool's log-mel and teacher labels are cached in ``--out/pool.pt`` after the first variant
 (~1.8 GB for the default build), so later variants start at once. Reported, per variant:
 command acceptance and intent accuracy at threshold 0 on the validation split and on 800
@@ -43,6 +45,7 @@ from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import calibrate_threshold, format_table
 from distill.nets.profile import count_parameters
 from distill.nets.student import StudentConfig
+from distill.phones import make_lexicon
 from distill.teach import probs_metrics
 from distill.train import TrainConfig
 
@@ -126,9 +129,14 @@ def main() -> None:
                               "eval_every": max(1, args.steps // 3), **spec.get("train", {})})
         recipe = StudentRecipe(student=scfg, train=tcfg, copies=preset.student.copies,
                                max_seconds=preset.student.max_seconds)
+        lexicon = None
+        if tcfg.ctc > 0 and tcfg.ctc_units == "phones":
+            lexicon = make_lexicon([*load_context(args.context).vocabulary(),
+                                    *(u.text for u in read_manifest(args.build / "corpus"))])
         started = time.time()
         student, _ = train_student(train, val, layout, recipe, args.out / name, teacher=teacher,
-                                   teacher_window_s=preset.teacher.window_s, cache_dir=args.cache, progress=False)
+                                   teacher_window_s=preset.teacher.window_s, cache_dir=args.cache, progress=False,
+                                   lexicon=lexicon)
         seconds = time.time() - started
         p_val, p_test = student_probs(student, val), student_probs(student, test)
         m_val = probs_metrics(layout, p_val, val)

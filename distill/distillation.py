@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ import torch
 from torch import nn
 
 from assistant.decode import HeadLayout
+from assistant.grammar import Lexicon
 from distill.augment import AugmentConfig
 from distill.data import ClipSet, pad_batch
 from distill.evaluate import Metrics
 from distill.losses import CTC_ALPHABET, ctc_encode
 from distill.nets.student import Student, StudentConfig, step_mask
+from distill.phones import make_lexicon
 from distill.teach import augmented_copies, probs_metrics
 from distill.teachers.base import Teacher
 from distill.teachers.neural import EncoderTeacher, encode_cached
@@ -216,8 +219,13 @@ def teacher_labels(teacher: Teacher, clips: ClipSet, batch: int = 32, cache_dir:
 
 def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: StudentRecipe, out_dir: Path, *,
                   teacher: Teacher | None = None, teacher_window_s: float = 3.0,
-                  cache_dir: Path | None = None, progress: bool = True) -> tuple[Student, dict[str, Any]]:
-    """Train a student on the augmented pool of ``train``; returns the best-on-val student and its metrics."""
+                  cache_dir: Path | None = None, progress: bool = True,
+                  lexicon: Lexicon | None = None) -> tuple[Student, dict[str, Any]]:
+    """Train a student on the augmented pool of ``train``; returns the best-on-val student and its metrics.
+
+    With ``train.ctc_units == "phones"`` the CTC targets are spelled by ``lexicon`` (None: one is made
+    by espeak-ng from the pool's transcripts; pass one that also covers the context's words to decode
+    the head through the grammar)."""
     cfg = recipe.train
     if (cfg.beta > 0 or cfg.gamma > 0) and teacher is None:
         raise ValueError("beta/gamma > 0 (distillation) needs a teacher")
@@ -246,8 +254,14 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
         project = nn.Linear(recipe.student.channels, int(t_feats.shape[-1]))
     targets = torch.from_numpy(pool.targets)
     teacher_rate = (t_feats.shape[1] / teacher_window_s) if t_feats is not None else 0.0
-    ctc_head = nn.Linear(recipe.student.channels, len(CTC_ALPHABET) + 1) if cfg.ctc > 0 else None
-    spelled = [torch.tensor(ctc_encode(r.text), dtype=torch.long) for r in pool.references] if cfg.ctc > 0 else []
+    spell: Callable[[str], list[int]] = ctc_encode
+    classes = len(CTC_ALPHABET) + 1
+    if cfg.ctc > 0 and cfg.ctc_units == "phones":
+        if lexicon is None:
+            lexicon = make_lexicon(r.text for r in pool.references)
+        spell, classes = lexicon.encode, len(lexicon.units) + 1
+    ctc_head = nn.Linear(recipe.student.channels, classes) if cfg.ctc > 0 else None
+    spelled = [torch.tensor(spell(r.text), dtype=torch.long) for r in pool.references] if cfg.ctc > 0 else []
     if cfg.ctc > 0 and not any(len(t) for t in spelled):
         raise ValueError("train.ctc > 0 needs transcripts: the pool's references have no text")
 
@@ -278,8 +292,10 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
         metrics = probs_metrics(layout, student_probs(model, val), val)
         return {"command_acceptance": metrics.command_acceptance, "intent_accuracy": metrics.intent_accuracy or 0.0}
 
-    model_config = {"kind": "student", "head_sizes": head_sizes, "student": recipe.student.to_dict(),
+    model_config: dict[str, Any] = {"kind": "student", "head_sizes": head_sizes, "student": recipe.student.to_dict(),
                     "layout": layout.to_dict()}
+    if ctc_head is not None:
+        model_config["ctc_lexicon"] = lexicon.to_dict() if cfg.ctc_units == "phones" and lexicon else None
     trainable = MelStudent(model)
     lengths = np.array([m.shape[-1] for m in mels])
     best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,

@@ -69,6 +69,11 @@ class TrainConfig:
     """Weight of an auxiliary CTC loss on the transcript's characters (:data:`distill.losses.CTC_ALPHABET`),
     read from the student's per-step features by a linear layer that is trained with it and never
     exported (0: off). A dense, per-frame signal of *what was said*, on top of the utterance-level heads."""
+    ctc_units: str = "chars"
+    """What the CTC loss spells transcripts in: 'chars' (letters and space) or 'phones' (espeak-ng's
+    US English phones, word by word: :mod:`distill.phones`; the lexicon is saved in the checkpoint's
+    model config). A phone CTC head can be decoded through the context's grammar
+    (:mod:`assistant.grammar`; docs/BENCHMARKS.md, "Phone CTC decoded through the grammar")."""
     teacher_correct: bool = False
     """Where the teacher's top class on a head is not the clip's true label, distil towards the true
     label on that head instead (synthetic clips know their label; the teacher accepts negatives)."""
@@ -109,6 +114,8 @@ class TrainConfig:
             raise ConfigError(f"train.length_buckets: expected >= 0, got {self.length_buckets}")
         if min(self.time_masks, self.time_mask_frames, self.freq_masks, self.freq_mask_bins) < 0:
             raise ConfigError("train.time_masks/time_mask_frames/freq_masks/freq_mask_bins must be >= 0")
+        if self.ctc_units not in ("chars", "phones"):
+            raise ConfigError(f"train.ctc_units: expected 'chars' or 'phones', got {self.ctc_units!r}")
         if min(self.alpha, self.beta, self.gamma, self.ctc) < 0 or self.temperature <= 0:
             raise ConfigError("train.alpha/beta/gamma/ctc must be >= 0 and temperature > 0")
 

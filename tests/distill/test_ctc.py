@@ -12,12 +12,15 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from assistant.decode import ABSENT, NOT_UNDERSTOOD, HeadLayout  # noqa: E402
+from assistant.errors import ConfigError  # noqa: E402
+from assistant.grammar import Lexicon  # noqa: E402
 from distill.augment import AugmentConfig  # noqa: E402
 from distill.data import ClipSet  # noqa: E402
 from distill.distillation import StudentRecipe, train_student  # noqa: E402
 from distill.evaluate import Reference  # noqa: E402
 from distill.losses import CTC_ALPHABET, ctc_encode, ctc_loss, total_loss  # noqa: E402
 from distill.nets.student import StudentConfig  # noqa: E402
+from distill.phones import PhonemizeError, make_lexicon, phonemize  # noqa: E402
 from distill.train import TrainConfig, load_checkpoint  # noqa: E402
 
 
@@ -64,9 +67,10 @@ def _clips(n: int = 24) -> ClipSet:
     return ClipSet("toy", audio, refs, np.asarray(rows, np.int64), [f"u{i}" for i in range(n)])
 
 
-def _recipe(ctc: float, steps: int = 100) -> StudentRecipe:
+def _recipe(ctc: float, steps: int = 100, units: str = "chars") -> StudentRecipe:
     return StudentRecipe(student=StudentConfig(channels=16, dilations=(1, 2)),
-                         train=TrainConfig(steps=steps, batch_size=8, lr=1e-2, warmup=2, eval_every=20, ctc=ctc),
+                         train=TrainConfig(steps=steps, batch_size=8, lr=1e-2, warmup=2, eval_every=20, ctc=ctc,
+                                           ctc_units=units),
                          copies=0, augment=AugmentConfig.noise_only())
 
 
@@ -108,3 +112,32 @@ def test_ctc_without_transcripts_is_refused(tmp_path: Path) -> None:
                    clips.targets, clips.keys)
     with pytest.raises(ValueError, match="needs transcripts"):
         train_student(bare, bare, LAYOUT, _recipe(1.0), tmp_path / "run", progress=False)
+
+
+def test_words_are_spelled_in_espeak_phones() -> None:
+    assert phonemize("kitchen") == ("k", "ɪ", "tʃ", "ə", "n")  # stress marks dropped
+    lexicon = make_lexicon(["Turn ON the", "lights"])
+    assert set(lexicon.words) == {"turn", "on", "the", "lights"}
+    assert list(lexicon.units) == sorted(lexicon.units) and "l" in lexicon.units
+    assert lexicon.encode("turn on") == lexicon.spell("turn") + lexicon.spell("on")
+    with pytest.raises(PhonemizeError, match="no-such-espeak not found"):
+        phonemize("on", binary="no-such-espeak")
+    with pytest.raises(ConfigError, match="ctc_units: expected 'chars' or 'phones'"):
+        TrainConfig(ctc=1.0, ctc_units="words")
+
+
+def test_a_student_learns_to_spell_in_phones(tmp_path: Path) -> None:
+    """With ctc_units 'phones' the CTC head scores a lexicon's phones; the checkpoint carries the lexicon."""
+    clips = _clips()
+    train_student(clips, clips, LAYOUT, _recipe(1.0, units="phones"), tmp_path / "run", progress=False)
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert float(rows[-1]["ctc"]) < 0.6 * float(rows[0]["ctc"])
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    lexicon = Lexicon.from_dict(ckpt["model_config"]["ctc_lexicon"])
+    assert set(lexicon.words) == {"turn", "on", "off", "the", "lights"}  # made from the transcripts
+    assert ckpt["ctc_head"]["weight"].shape == (len(lexicon.units) + 1, 16)
+    # a lexicon given by the caller (e.g. one that also spells the context's words) is the one used
+    given = make_lexicon(["turn on off the lights kitchen"])
+    train_student(clips, clips, LAYOUT, _recipe(1.0, steps=20, units="phones"), tmp_path / "given", progress=False,
+                  lexicon=given)
+    assert Lexicon.from_dict(load_checkpoint(tmp_path / "given" / "last.pt")["model_config"]["ctc_lexicon"]) == given

@@ -1,0 +1,254 @@
+"""A student's phone CTC head decoded through the context's grammar, against its own heads, at the preset's targets.
+
+    .venv/bin/python benchmarks/bench_student.py --build work/build-smart_home-default-s0 \
+        --context examples/home_assistant/smart_home.yaml --out work/bench-student --threads 2 --steps 6000 \
+        --variant phctc5-6000 '{"train": {"ctc": 5.0, "ctc_units": "phones"}}'
+    .venv/bin/python benchmarks/bench_grammar.py --build work/build-smart_home-default-s0 \
+        --context examples/home_assistant/smart_home.yaml --checkpoint work/bench-student/phctc5-6000/last.pt \
+        --extra-negatives 2000 --blank-penalty 2 3 4
+
+For every clip of validation and of test (clean, 15 dB and 6 dB SNR; with ``--extra-negatives N``
+the same extra negatives as ``bench_rejection.py``), the student's CTC log-probabilities go
+through :class:`assistant.grammar.GrammarGraph` (beam ``--beam``), with each blank penalty.
+A clip's decision is the best sentence (or, with ``+ w x heads``, the best of the decoder's 20 by
+path score + w × the heads' log-probability of that intent and those slots), and its confidence
+the path's score above the best unconstrained path, per step (``free``: how much the grammar
+cost), or its lead over the next different result (``margin``). The threshold is calibrated on
+validation for the preset's targets (false accepts on out-of-domain speech, noise and silence,
+and wrong actions on the commands), the smallest that meets both, as ``build`` does for the
+heads; the heads' row is the shipped decoding of the same student, calibrated by
+:func:`distill.evaluate.calibrate_threshold`.
+
+Reported per condition: commands right at threshold 0 and at the threshold, wrong actions,
+other false accepts, near misses accepted; and the decoder's time per clip (one process).
+Decoded candidates are cached next to the checkpoint (``<checkpoint>.grammar-*.pkl``), keyed by
+condition, extra negatives, beam and penalty. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import pickle
+import time
+from collections.abc import Sequence
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from assistant.context import load_context
+from assistant.decode import HeadLayout
+from assistant.grammar import GrammarGraph, Lexicon
+from distill.build import OTHER_NEGATIVES, PRESETS, extra_negatives
+from distill.data import ClipSet, load_corpus, with_noise
+from distill.distillation import student_probs
+from distill.evaluate import (
+    Reference,
+    calibrate_threshold,
+    decide_all,
+    format_table,
+    score,
+    wrong_action_rate,
+)
+from distill.nets.student import Student, StudentConfig
+from distill.train import load_checkpoint
+
+Candidate = tuple[str, dict[str, str], float]  # intent, slots, path score
+Decoded = tuple[int, float, list[Candidate], float]  # steps, unconstrained best score, candidates, seconds
+Pick = tuple[str, dict[str, str], float] | None  # intent, slots, confidence
+
+_GRAPH: GrammarGraph | None = None
+_BEAM = 1000
+
+
+def _decode(item: tuple[np.ndarray, float]) -> Decoded:
+    lp, penalty = item
+    assert _GRAPH is not None
+    started = time.perf_counter()
+    hyps = _GRAPH.decode(lp, beam=_BEAM, blank_penalty=penalty)
+    seconds = time.perf_counter() - started
+    lowered = lp.copy()
+    lowered[:, 0] -= penalty
+    return len(lp), float(lowered.max(axis=1).sum()), [(h.intent, h.slots, h.score) for h in hyps], seconds
+
+
+def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, torch.nn.Linear, Lexicon]:
+    """The student, its CTC head and the lexicon its head spells (from the checkpoint or ``lexicon_file``)."""
+    ckpt = load_checkpoint(path)
+    if not ckpt.get("ctc_head"):
+        raise SystemExit(f"{path}: no CTC head (train with train.ctc > 0 and train.ctc_units 'phones')")
+    cfg = ckpt["model_config"]
+    data = cfg.get("ctc_lexicon")
+    if lexicon_file is not None:
+        data = json.loads(lexicon_file.read_text(encoding="utf-8"))
+    if not data:
+        raise SystemExit(f"{path}: its CTC head spells characters or has no lexicon; give --lexicon")
+    lexicon = Lexicon.from_dict(data)
+    student = Student(cfg["head_sizes"], StudentConfig.from_dict(cfg["student"]))
+    student.load_state_dict({k.removeprefix("student."): v for k, v in ckpt["model"].items()})
+    head = torch.nn.Linear(student.cfg.channels, len(lexicon.units) + 1)
+    head.load_state_dict(ckpt["ctc_head"])
+    if head.out_features != ckpt["ctc_head"]["weight"].shape[0]:
+        raise SystemExit(f"{path}: the CTC head has {ckpt['ctc_head']['weight'].shape[0]} classes, the lexicon "
+                         f"{len(lexicon.units)} units + blank")
+    return student.eval(), head.eval(), lexicon
+
+
+@torch.no_grad()
+def ctc_log_probs(student: Student, head: torch.nn.Linear, clips: ClipSet) -> list[np.ndarray]:
+    out = []
+    for audio in clips.audio:
+        _, feats = student.forward_features(torch.from_numpy(audio).unsqueeze(0))
+        out.append(torch.log_softmax(head(feats[0]), dim=-1).numpy())
+    return out
+
+
+def heads_log_prob(layout: HeadLayout, probs: Sequence[np.ndarray], k: int, intent: str, slots: dict[str, str]) -> float:
+    i, values = layout.encode(intent, slots)
+    return float(np.log(probs[0][k, i] + 1e-9) + sum(np.log(probs[1 + h][k, j] + 1e-9) for h, j in enumerate(values)))
+
+
+def pick(layout: HeadLayout, probs: Sequence[np.ndarray], decoded: Sequence[Decoded], weight: float,
+         confidence: str) -> list[Pick]:
+    picks: list[Pick] = []
+    for k, (steps, free, cands, _) in enumerate(decoded):
+        if not cands:
+            picks.append(None)
+            continue
+        totals = [c[2] + (weight * heads_log_prob(layout, probs, k, c[0], c[1]) if weight else 0.0) for c in cands]
+        order = np.argsort(totals)[::-1]
+        best = cands[order[0]]
+        if confidence == "free":
+            conf = (best[2] - free) / steps
+        else:
+            conf = totals[order[0]] - totals[order[1]] if len(cands) > 1 else math.inf
+        picks.append((best[0], best[1], conf))
+    return picks
+
+
+def rates(refs: Sequence[Reference], picks: Sequence[Pick], threshold: float) -> dict[str, float]:
+    def taken(p: Pick) -> bool:
+        return p is not None and p[2] >= threshold
+
+    commands = [(r, p) for r, p in zip(refs, picks, strict=True) if r.is_command]
+    right = [taken(p) and p is not None and (p[0], p[1]) == (r.intent, r.slots) for r, p in commands]
+    wrong = [taken(p) and not ok for (r, p), ok in zip(commands, right, strict=True)]
+    other = [taken(p) for r, p in zip(refs, picks, strict=True) if r.kind in OTHER_NEGATIVES]
+    near = [taken(p) for r, p in zip(refs, picks, strict=True) if r.kind == "near_miss"]
+    return {"right": float(np.mean(right)), "wrong": float(np.mean(wrong)),
+            "other FAR": float(np.mean(other)) if other else 0.0, "near": float(np.mean(near)) if near else 0.0}
+
+
+def calibrate(refs: Sequence[Reference], picks: Sequence[Pick], target_far: float, target_wrong: float) -> float:
+    """The smallest threshold meeting both targets on ``refs`` (both rates only fall as it rises)."""
+    confs = sorted({p[2] for p in picks if p is not None})
+    candidates = [-math.inf, *(float(np.nextafter(c, math.inf)) for c in confs)]
+    lo, hi = 0, len(candidates) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = rates(refs, picks, candidates[mid])
+        if r["other FAR"] <= target_far and r["wrong"] <= target_wrong:
+            hi = mid
+        else:
+            lo = mid + 1
+    return candidates[lo]
+
+
+def main() -> None:
+    global _GRAPH, _BEAM
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build", required=True, type=Path)
+    ap.add_argument("--context", required=True)
+    ap.add_argument("--checkpoint", required=True, type=Path, help="a student checkpoint with a phone CTC head")
+    ap.add_argument("--lexicon", type=Path, help="its lexicon (JSON: units, words), if the checkpoint lacks one")
+    ap.add_argument("--blank-penalty", type=float, nargs="+", default=[3.0])
+    ap.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.5], help="weights of the heads' score")
+    ap.add_argument("--beam", type=int, default=1000)
+    ap.add_argument("--extra-negatives", type=int, default=0, metavar="N")
+    ap.add_argument("--extra-seed", type=int, default=1)
+    ap.add_argument("--procs", type=int, default=2, help="decoding processes")
+    ap.add_argument("--preset", default="default", choices=list(PRESETS))
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.set_num_threads(1)
+    ctx = load_context(args.context)
+    layout = HeadLayout.from_context(ctx)
+    preset = PRESETS[args.preset]
+    if preset.target_wrong is None or preset.far_kinds is None:
+        raise SystemExit(f"preset {args.preset}: this benchmark calibrates for far_kinds and target_wrong")
+    student, head, lexicon = load_ctc_student(args.checkpoint, args.lexicon)
+    _GRAPH, _BEAM = GrammarGraph.from_lexicon(ctx, lexicon), args.beam
+    val = load_corpus(args.build / "corpus", layout, splits=("val",))
+    test = load_corpus(args.build / "corpus", layout, splits=("test",))
+    if args.extra_negatives:
+        folder = args.build / f"extra-negatives-n{args.extra_negatives}-s{args.extra_seed}"
+        x_val, x_test = extra_negatives(args.context, args.build / "corpus", folder, args.extra_negatives,
+                                        args.extra_seed, layout)
+        val, test = val.join(x_val), test.join(x_test)
+    conditions = {"val": lambda: val, "test clean": lambda: test, "test 15 dB": lambda: with_noise(test, 15),
+                  "test 6 dB": lambda: with_noise(test, 6)}
+    results: dict[str, tuple[ClipSet, list[np.ndarray], dict[float, list[Decoded]]]] = {}
+    for name, make in conditions.items():
+        clips = make()
+        probs = student_probs(student, clips)
+        decoded: dict[float, list[Decoded]] = {}
+        lps: list[np.ndarray] | None = None
+        for penalty in args.blank_penalty:
+            cache = Path(f"{args.checkpoint}.grammar-{name.replace(' ', '_')}-x{args.extra_negatives}"
+                         f"-b{args.beam}-p{penalty:g}.pkl")
+            if cache.is_file():
+                decoded[penalty] = pickle.loads(cache.read_bytes())  # our own file, written below
+                continue
+            lps = lps if lps is not None else ctc_log_probs(student, head, clips)
+            with Pool(args.procs) as pool:
+                decoded[penalty] = pool.map(_decode, [(lp, penalty) for lp in lps], chunksize=8)
+            cache.write_bytes(pickle.dumps(decoded[penalty]))
+        results[name] = (clips, probs, decoded)
+        logging.info("%s: %d clips", name, len(clips))
+
+    refs_val = results["val"][0].references
+    rows: list[dict[str, Any]] = []
+    for penalty in args.blank_penalty:
+        for weight in args.weights:
+            for confidence in ("free", "margin"):
+                picks = {n: pick(layout, r[1], r[2][penalty], weight, confidence) for n, r in results.items()}
+                t = calibrate(refs_val, picks["val"], preset.target_far, preset.target_wrong)
+                row: dict[str, Any] = {"decoder": f"grammar, blank penalty {penalty:g}, conf {confidence}"
+                                                  + (f", + {weight:g} x heads" if weight else ""),
+                                       "threshold": f"{t:.4f}"}
+                for n, r in results.items():
+                    row[f"{n} right @0"] = rates(r[0].references, picks[n], -math.inf)["right"]
+                    row.update({f"{n} {k}": v for k, v in rates(r[0].references, picks[n], t).items()})
+                rows.append(row)
+    pv = results["val"][1]
+    cal = calibrate_threshold(layout, pv[0], pv[1:], refs_val, target_far=preset.target_far,
+                              target_wrong=preset.target_wrong, far_kinds=preset.far_kinds)
+    row = {"decoder": "heads (the shipped decoding)", "threshold": f"{cal.threshold:.4f}"}
+    for n, (clips, probs, _) in results.items():
+        refs = clips.references
+        row[f"{n} right @0"] = score(refs, decide_all(layout, probs[0], probs[1:]), layout=layout).commands_right
+        d = decide_all(layout, probs[0], probs[1:], threshold=cal.threshold)
+        other = [x.understood for r, x in zip(refs, d, strict=True) if r.kind in OTHER_NEGATIVES]
+        near = [x.understood for r, x in zip(refs, d, strict=True) if r.kind == "near_miss"]
+        row.update({f"{n} right": score(refs, d, layout=layout).commands_right,
+                    f"{n} wrong": wrong_action_rate(refs, d) or 0.0,
+                    f"{n} other FAR": float(np.mean(other)) if other else 0.0,
+                    f"{n} near": float(np.mean(near)) if near else 0.0})
+    rows.append(row)
+    print(f"{args.checkpoint}; thresholds set on val for the {args.preset} preset's targets: other false accepts "
+          f"<= {preset.target_far:.0%}, wrong actions <= {preset.target_wrong:.0%}\n")
+    print(format_table(rows, list(rows[0]), percent=[k for k in rows[0] if k not in ("decoder", "threshold")]))
+    for penalty in args.blank_penalty:
+        seconds = np.array([d[3] for r in results.values() for d in r[2][penalty]])
+        print(f"\ndecoder time per clip, blank penalty {penalty:g}: p50 {np.median(seconds) * 1000:.0f} ms, "
+              f"p95 {np.percentile(seconds, 95) * 1000:.0f} ms over {len(seconds)} clips "
+              f"({_GRAPH.size[1]} word arcs, beam {args.beam})")
+
+
+if __name__ == "__main__":
+    main()

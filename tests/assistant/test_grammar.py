@@ -1,0 +1,122 @@
+"""Grammar-constrained CTC decoding: the context's sentences, spelled by a lexicon, found in per-step scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from assistant.context import parse_context
+from assistant.errors import BundleError
+from assistant.grammar import BLANK, GrammarGraph, Lexicon
+
+CONTEXT = parse_context("""
+context:
+  expressions:
+    lights:
+      - "(please) turn $state:state [the, all] $room:room lights"
+      - "$room:room lights $state:state"
+    timer:
+      - "set a timer for $minutes:minutes minutes"
+  slots:
+    state: [on, off]
+    room: [kitchen, {living room: living_room}]
+    minutes: {range: [1, 3]}
+""")
+
+
+def _letters(ctx_words: list[str]) -> Lexicon:
+    """Words spelled letter by letter: a lexicon whose units are the letters (enough to test the search)."""
+    units = tuple(sorted({c for w in ctx_words for c in w}))
+    return Lexicon(units, {w: tuple(w) for w in ctx_words})
+
+
+LEXICON = _letters(sorted(CONTEXT.vocabulary()))
+
+
+def _scores(text: str, lexicon: Lexicon = LEXICON, frames_per_unit: int = 2, p: float = 0.9) -> np.ndarray:
+    """Per-step log-probs that say ``text``: each unit for a few steps then a blank; silence around it."""
+    classes = [BLANK, BLANK]
+    for word in text.split():
+        for c in lexicon.spell(word):
+            classes += [c] * frames_per_unit + [BLANK]
+    classes += [BLANK, BLANK]
+    n = len(lexicon.units) + 1
+    lp = np.full((len(classes), n), np.log((1 - p) / (n - 1)))
+    lp[np.arange(len(classes)), classes] = np.log(p)
+    return lp
+
+
+def test_a_said_sentence_is_decoded_to_its_intent_and_slots() -> None:
+    graph = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+    best = graph.decode(_scores("please turn off all living room lights"))[0]
+    assert (best.intent, best.slots) == ("lights", {"state": "off", "room": "living_room"})
+    best = graph.decode(_scores("kitchen lights on"))[0]
+    assert (best.intent, best.slots) == ("lights", {"state": "on", "room": "kitchen"})
+    # numbers are said as words; the range's value is reported as the number
+    best = graph.decode(_scores("set a timer for three minutes"))[0]
+    assert (best.intent, best.slots) == ("timer", {"minutes": "3"})
+
+
+def test_repeated_units_need_a_blank_between_them() -> None:
+    """'all' spells a, l, l: CTC says the second l only after a blank, so one unbroken run of l is not 'all'."""
+    graph = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+    a, el = LEXICON.spell("all")[:2]
+
+    def saying_all(gap: int) -> np.ndarray:
+        lp = _scores("turn on the kitchen lights")
+        t = [i for i in range(len(lp)) if lp[i].argmax() == LEXICON.spell("the")[0]][0]  # "the" -> "all"
+        run = [a, a, BLANK, el, el, gap, el, el, BLANK]
+        out = np.concatenate([lp[:t], np.full((len(run), lp.shape[1]), np.log(0.1 / (lp.shape[1] - 1))),
+                              lp[t + 7:]])
+        out[np.arange(t, t + len(run)), run] = np.log(0.9)
+        return out
+
+    with_blank, without = graph.decode(saying_all(BLANK))[0], graph.decode(saying_all(el))[0]
+    assert (with_blank.intent, with_blank.slots) == ("lights", {"state": "on", "room": "kitchen"})
+    assert with_blank.score - without.score > 5  # without the blank, 'all' costs a badly scored step
+
+
+def test_only_whole_sentences_are_returned_best_first() -> None:
+    graph = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+    # "kitchen lights" stops before its state: no sentence ends there, so no result lacks the state
+    lights = [h for h in graph.decode(_scores("kitchen lights"), prune=1e9) if h.intent == "lights"]
+    assert lights and all("state" in h.slots for h in lights)
+    hyps = graph.decode(_scores("turn on the kitchen lights", p=0.6), nbest=5, prune=1e9)
+    assert len(hyps) >= 3 and [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+    assert (hyps[0].intent, hyps[0].slots) == ("lights", {"state": "on", "room": "kitchen"})
+    assert len({(h.intent, tuple(sorted(h.slots.items()))) for h in hyps}) == len(hyps)  # distinct results
+
+
+def test_the_blank_penalty_is_taken_off_every_blank_step() -> None:
+    graph = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+    lp = _scores("turn on the kitchen lights", p=0.6)
+    lowered = lp.copy()
+    lowered[:, BLANK] -= 2.0
+    penalized, by_hand = graph.decode(lp, blank_penalty=2.0), graph.decode(lowered)
+    assert [(h.intent, h.slots) for h in penalized] == [(h.intent, h.slots) for h in by_hand]
+    assert [h.score for h in penalized] == pytest.approx([h.score for h in by_hand])
+    assert penalized[0].score < graph.decode(lp)[0].score - 2.0  # the path has blank steps
+
+
+def test_bad_input_is_refused() -> None:
+    graph = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+    with pytest.raises(ValueError, match=r"expected \[steps, 1 \+ units\]"):
+        graph.decode(np.zeros(5))
+    with pytest.raises(BundleError, match="no spelling for the word 'please'"):
+        GrammarGraph.from_lexicon(CONTEXT, Lexicon(("a",), {"on": ("a",)}))
+    with pytest.raises(BundleError, match="unknown: x"):
+        Lexicon(("a",), {"on": ("x",)})
+    with pytest.raises(BundleError, match="without duplicates"):
+        Lexicon(("a", "a"), {})
+    with pytest.raises(BundleError, match="expected an object"):
+        Lexicon.from_dict({"units": "abc"})
+    with pytest.raises(BundleError, match="word 'on'"):
+        Lexicon.from_dict({"units": ["a"], "words": {"on": "a"}})
+
+
+def test_lexicon_round_trips_and_encodes_transcripts() -> None:
+    again = Lexicon.from_dict(LEXICON.to_dict())
+    assert again == LEXICON
+    # normalized like the corpus's transcripts (numbers as words); a word it lacks is skipped
+    assert again.encode("Turn ON  the 2 lamps") == [*LEXICON.spell("turn"), *LEXICON.spell("on"),
+                                                    *LEXICON.spell("the"), *LEXICON.spell("two")]
