@@ -13,7 +13,9 @@ through :class:`assistant.grammar.GrammarGraph` (beam ``--beam``), with each bla
 A clip's decision is the best sentence (or, with ``+ w x heads``, the best of the decoder's 20 by
 path score + w × the heads' log-probability of that intent and those slots), and its confidence
 the path's score above the best unconstrained path, per step (``free``: how much the grammar
-cost), or its lead over the next different result (``margin``). The threshold is calibrated on
+cost), or its lead over the next different result (``margin``); "+ heads' gate" also asks the
+heads' 1 - P(not understood) to reach a second threshold (the pair with the most validation commands
+right among those meeting the targets, over a grid of gates). The threshold is calibrated on
 validation for the preset's targets (false accepts on out-of-domain speech, noise and silence,
 and wrong actions on the commands), the smallest that meets both, as ``build`` does for the
 heads; the heads' row is the shipped decoding of the same student, calibrated by
@@ -60,7 +62,7 @@ from distill.train import load_checkpoint
 
 Candidate = tuple[str, dict[str, str], float]  # intent, slots, path score
 Decoded = tuple[int, float, list[Candidate], float]  # steps, unconstrained best score, candidates, seconds
-Pick = tuple[str, dict[str, str], float] | None  # intent, slots, confidence
+Pick = tuple[str, dict[str, str], float, float] | None  # intent, slots, confidence, heads' 1 - P(not understood)
 
 _GRAPH: GrammarGraph | None = None
 _BEAM = 1000
@@ -127,13 +129,14 @@ def pick(layout: HeadLayout, probs: Sequence[np.ndarray], decoded: Sequence[Deco
             conf = (best[2] - free) / steps
         else:
             conf = totals[order[0]] - totals[order[1]] if len(cands) > 1 else math.inf
-        picks.append((best[0], best[1], conf))
+        picks.append((best[0], best[1], conf, float(1.0 - probs[0][k, 0])))
     return picks
 
 
-def rates(refs: Sequence[Reference], picks: Sequence[Pick], threshold: float) -> dict[str, float]:
+def rates(refs: Sequence[Reference], picks: Sequence[Pick], threshold: float,
+          gate: float = -math.inf) -> dict[str, float]:
     def taken(p: Pick) -> bool:
-        return p is not None and p[2] >= threshold
+        return p is not None and p[2] >= threshold and p[3] >= gate
 
     commands = [(r, p) for r, p in zip(refs, picks, strict=True) if r.is_command]
     right = [taken(p) and p is not None and (p[0], p[1]) == (r.intent, r.slots) for r, p in commands]
@@ -144,19 +147,35 @@ def rates(refs: Sequence[Reference], picks: Sequence[Pick], threshold: float) ->
             "other FAR": float(np.mean(other)) if other else 0.0, "near": float(np.mean(near)) if near else 0.0}
 
 
-def calibrate(refs: Sequence[Reference], picks: Sequence[Pick], target_far: float, target_wrong: float) -> float:
+def calibrate(refs: Sequence[Reference], picks: Sequence[Pick], target_far: float, target_wrong: float,
+              gate: float = -math.inf) -> float:
     """The smallest threshold meeting both targets on ``refs`` (both rates only fall as it rises)."""
     confs = sorted({p[2] for p in picks if p is not None})
     candidates = [-math.inf, *(float(np.nextafter(c, math.inf)) for c in confs)]
     lo, hi = 0, len(candidates) - 1
     while lo < hi:
         mid = (lo + hi) // 2
-        r = rates(refs, picks, candidates[mid])
+        r = rates(refs, picks, candidates[mid], gate)
         if r["other FAR"] <= target_far and r["wrong"] <= target_wrong:
             hi = mid
         else:
             lo = mid + 1
     return candidates[lo]
+
+
+def calibrate_gated(refs: Sequence[Reference], picks: Sequence[Pick], target_far: float,
+                    target_wrong: float) -> tuple[float, float]:
+    """(threshold, gate) meeting both targets with the most commands right on ``refs``: for each gate on a
+    grid of the heads' acceptance (0 and its 1st..99th percentiles over the clips), the smallest threshold."""
+    gates = np.array([p[3] for p in picks if p is not None])
+    grid = [-math.inf, *sorted({float(g) for g in np.percentile(gates, np.arange(1, 100))})]
+    best = (-1.0, -math.inf, -math.inf)
+    for gate in grid:
+        t = calibrate(refs, picks, target_far, target_wrong, gate)
+        r = rates(refs, picks, t, gate)
+        if r["other FAR"] <= target_far and r["wrong"] <= target_wrong and r["right"] > best[0]:
+            best = (r["right"], t, gate)
+    return best[1], best[2]
 
 
 def main() -> None:
@@ -215,15 +234,19 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for penalty in args.blank_penalty:
         for weight in args.weights:
-            for confidence in ("free", "margin"):
+            for confidence, gated in (("free", False), ("margin", False), ("free", True), ("margin", True)):
                 picks = {n: pick(layout, r[1], r[2][penalty], weight, confidence) for n, r in results.items()}
-                t = calibrate(refs_val, picks["val"], preset.target_far, preset.target_wrong)
+                if gated:
+                    t, g = calibrate_gated(refs_val, picks["val"], preset.target_far, preset.target_wrong)
+                else:
+                    t, g = calibrate(refs_val, picks["val"], preset.target_far, preset.target_wrong), -math.inf
                 row: dict[str, Any] = {"decoder": f"grammar, blank penalty {penalty:g}, conf {confidence}"
+                                                  + (" + heads' gate" if gated else "")
                                                   + (f", + {weight:g} x heads" if weight else ""),
-                                       "threshold": f"{t:.4f}"}
+                                       "threshold": f"{t:.4f}" + (f" / {g:.4f}" if gated else "")}
                 for n, r in results.items():
                     row[f"{n} right @0"] = rates(r[0].references, picks[n], -math.inf)["right"]
-                    row.update({f"{n} {k}": v for k, v in rates(r[0].references, picks[n], t).items()})
+                    row.update({f"{n} {k}": v for k, v in rates(r[0].references, picks[n], t, g).items()})
                 rows.append(row)
     pv = results["val"][1]
     cal = calibrate_threshold(layout, pv[0], pv[1:], refs_val, target_far=preset.target_far,
