@@ -192,6 +192,9 @@ def main() -> None:
     ap.add_argument("--extra-seed", type=int, default=1)
     ap.add_argument("--procs", type=int, default=2, help="decoding processes")
     ap.add_argument("--preset", default="default", choices=list(PRESETS))
+    ap.add_argument("--conditions", nargs="+", default=["val", "test clean", "test 15 dB", "test 6 dB"],
+                    help="which of val (always decoded: thresholds are set on it), 'test clean', 'test 15 dB', "
+                         "'test 6 dB' (e.g. only val to choose a blank penalty)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(1)
@@ -213,6 +216,8 @@ def main() -> None:
                   "test 6 dB": lambda: with_noise(test, 6)}
     results: dict[str, tuple[ClipSet, list[np.ndarray], dict[float, list[Decoded]]]] = {}
     for name, make in conditions.items():
+        if name != "val" and name not in args.conditions:
+            continue
         clips = make()
         probs = student_probs(student, clips)
         decoded: dict[float, list[Decoded]] = {}
