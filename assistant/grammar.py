@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -260,7 +260,3 @@ def _relax(new: dict[tuple[int, int, int], tuple[float, Any]], key: tuple[int, i
     if old is None or score > old[0]:
         new[key] = (score, path)
 
-
-def words_of(ctx: Context) -> Iterable[str]:
-    """Every normalized word the context's sentences can contain (what a lexicon must spell)."""
-    return sorted(ctx.vocabulary())
