@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import heapq
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ class Lexicon:
     """The units, in class order (class ``i + 1``; 0 is blank)."""
     words: Mapping[str, tuple[str, ...]]
     """Normalized word -> its units."""
+    _class: dict[str, int] = field(init=False, repr=False, compare=False)
+    """Unit -> its class."""
 
     def __post_init__(self) -> None:
         if not self.units or len(set(self.units)) != len(self.units):
@@ -46,26 +48,18 @@ class Lexicon:
             if not spelled or unknown:
                 raise BundleError(f"lexicon: word {word!r} is spelled {list(spelled)}: expected one or more of "
                                   f"the lexicon's units" + (f" (unknown: {', '.join(unknown)})" if unknown else ""))
+        object.__setattr__(self, "_class", {u: i + 1 for i, u in enumerate(self.units)})
 
     def spell(self, word: str) -> list[int]:
         """``word``'s classes (unit index + 1); BundleError for a word the lexicon lacks."""
         spelled = self.words.get(word)
         if spelled is None:
             raise BundleError(f"lexicon: no spelling for the word {word!r}")
-        index = self._index()
-        return [index[u] + 1 for u in spelled]
+        return [self._class[u] for u in spelled]
 
     def encode(self, text: str) -> list[int]:
         """A transcript's classes, word by word (words the lexicon lacks are skipped)."""
-        index = self._index()
-        return [index[u] + 1 for w in normalize_text(text).split() for u in self.words.get(w, ())]
-
-    def _index(self) -> dict[str, int]:
-        cached: dict[str, int] | None = self.__dict__.get("_index_cache")
-        if cached is None:
-            cached = {u: i for i, u in enumerate(self.units)}
-            object.__setattr__(self, "_index_cache", cached)
-        return cached
+        return [self._class[u] for w in normalize_text(text).split() for u in self.words.get(w, ())]
 
     def to_dict(self) -> dict[str, Any]:
         return {"units": list(self.units), "words": {w: list(s) for w, s in sorted(self.words.items())}}

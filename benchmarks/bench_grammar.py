@@ -57,7 +57,8 @@ from distill.evaluate import (
     score,
     wrong_action_rate,
 )
-from distill.nets.student import Student, StudentConfig
+from distill.export import load_student
+from distill.nets.student import Student
 from distill.train import load_checkpoint
 
 Candidate = tuple[str, dict[str, str], float]  # intent, slots, path score
@@ -74,9 +75,8 @@ def _decode(item: tuple[np.ndarray, float]) -> Decoded:
     started = time.perf_counter()
     hyps = _GRAPH.decode(lp, beam=_BEAM, blank_penalty=penalty)
     seconds = time.perf_counter() - started
-    lowered = lp.copy()
-    lowered[:, 0] -= penalty
-    return len(lp), float(lowered.max(axis=1).sum()), [(h.intent, h.slots, h.score) for h in hyps], seconds
+    free = float(np.maximum(lp[:, 0] - penalty, lp[:, 1:].max(axis=1)).sum())  # best path, grammar or not
+    return len(lp), free, [(h.intent, h.slots, h.score) for h in hyps], seconds
 
 
 def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, torch.nn.Linear, Lexicon]:
@@ -84,20 +84,18 @@ def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, to
     ckpt = load_checkpoint(path)
     if not ckpt.get("ctc_head"):
         raise SystemExit(f"{path}: no CTC head (train with train.ctc > 0 and train.ctc_units 'phones')")
-    cfg = ckpt["model_config"]
-    data = cfg.get("ctc_lexicon")
+    data = ckpt["model_config"].get("ctc_lexicon")
     if lexicon_file is not None:
         data = json.loads(lexicon_file.read_text(encoding="utf-8"))
     if not data:
         raise SystemExit(f"{path}: its CTC head spells characters or has no lexicon; give --lexicon")
     lexicon = Lexicon.from_dict(data)
-    student = Student(cfg["head_sizes"], StudentConfig.from_dict(cfg["student"]))
-    student.load_state_dict({k.removeprefix("student."): v for k, v in ckpt["model"].items()})
-    head = torch.nn.Linear(student.cfg.channels, len(lexicon.units) + 1)
+    classes = ckpt["ctc_head"]["weight"].shape[0]
+    if classes != len(lexicon.units) + 1:
+        raise SystemExit(f"{path}: the CTC head has {classes} classes, the lexicon {len(lexicon.units)} units + blank")
+    student, _ = load_student(path)
+    head = torch.nn.Linear(student.cfg.channels, classes)
     head.load_state_dict(ckpt["ctc_head"])
-    if head.out_features != ckpt["ctc_head"]["weight"].shape[0]:
-        raise SystemExit(f"{path}: the CTC head has {ckpt['ctc_head']['weight'].shape[0]} classes, the lexicon "
-                         f"{len(lexicon.units)} units + blank")
     return student.eval(), head.eval(), lexicon
 
 

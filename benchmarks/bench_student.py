@@ -37,6 +37,7 @@ import torch
 import distill.distillation as D
 from assistant.context import load_context
 from assistant.decode import HeadLayout
+from assistant.grammar import Lexicon
 from distill.bench import load_teacher
 from distill.build import PRESETS, Preset, train_near_misses
 from distill.corpus import read_manifest
@@ -108,7 +109,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    layout = HeadLayout.from_context(load_context(args.context))
+    ctx = load_context(args.context)
+    layout = HeadLayout.from_context(ctx)
+    lexicon: Lexicon | None = None
     train = load_corpus(args.build / "corpus", layout, splits=("train",))
     if args.train_near_misses:
         more = train_near_misses(args.context, args.build, args.out / f"train-near-misses-n{args.train_near_misses}",
@@ -129,10 +132,8 @@ def main() -> None:
                               "eval_every": max(1, args.steps // 3), **spec.get("train", {})})
         recipe = StudentRecipe(student=scfg, train=tcfg, copies=preset.student.copies,
                                max_seconds=preset.student.max_seconds)
-        lexicon = None
-        if tcfg.ctc > 0 and tcfg.ctc_units == "phones":
-            lexicon = make_lexicon([*load_context(args.context).vocabulary(),
-                                    *(u.text for u in read_manifest(args.build / "corpus"))])
+        if tcfg.ctc > 0 and tcfg.ctc_units == "phones" and lexicon is None:  # made once, for every variant
+            lexicon = make_lexicon([*ctx.vocabulary(), *(u.text for u in read_manifest(args.build / "corpus"))])
         started = time.time()
         student, _ = train_student(train, val, layout, recipe, args.out / name, teacher=teacher,
                                    teacher_window_s=preset.teacher.window_s, cache_dir=args.cache, progress=False,

@@ -256,10 +256,10 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     teacher_rate = (t_feats.shape[1] / teacher_window_s) if t_feats is not None else 0.0
     spell: Callable[[str], list[int]] = ctc_encode
     classes = len(CTC_ALPHABET) + 1
+    ctc_lexicon = None  # what the head spells in, for the checkpoint (None: characters)
     if cfg.ctc > 0 and cfg.ctc_units == "phones":
-        if lexicon is None:
-            lexicon = make_lexicon(r.text for r in pool.references)
-        spell, classes = lexicon.encode, len(lexicon.units) + 1
+        lexicon = lexicon or make_lexicon(r.text for r in pool.references)
+        spell, classes, ctc_lexicon = lexicon.encode, len(lexicon.units) + 1, lexicon.to_dict()
     ctc_head = nn.Linear(recipe.student.channels, classes) if cfg.ctc > 0 else None
     spelled = [torch.tensor(spell(r.text), dtype=torch.long) for r in pool.references] if cfg.ctc > 0 else []
     if cfg.ctc > 0 and not any(len(t) for t in spelled):
@@ -295,7 +295,7 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     model_config: dict[str, Any] = {"kind": "student", "head_sizes": head_sizes, "student": recipe.student.to_dict(),
                     "layout": layout.to_dict()}
     if ctc_head is not None:
-        model_config["ctc_lexicon"] = lexicon.to_dict() if cfg.ctc_units == "phones" and lexicon else None
+        model_config["ctc_lexicon"] = ctc_lexicon
     trainable = MelStudent(model)
     lengths = np.array([m.shape[-1] for m in mels])
     best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,

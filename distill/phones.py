@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 
+from assistant.context.normalize import normalize_text
 from assistant.grammar import Lexicon
 
 ESPEAK = "espeak-ng"
@@ -43,8 +44,9 @@ def phonemize(word: str, voice: str = "en-us", binary: str = ESPEAK) -> tuple[st
 
 
 def make_lexicon(words: Iterable[str], voice: str = "en-us") -> Lexicon:
-    """A lexicon of ``words`` (lower-cased, split on spaces); its units are the phones they use, sorted."""
-    spelled = {w: phonemize(w, voice) for w in sorted({w for text in words for w in text.lower().split()})}
+    """A lexicon of the words of ``words`` (texts normalized as :meth:`Lexicon.encode` reads transcripts);
+    its units are the phones they use, sorted."""
+    spelled = {w: phonemize(w, voice) for w in sorted({w for text in words for w in normalize_text(text).split()})}
     if not spelled:
         raise PhonemizeError("no words to spell")
     return Lexicon(tuple(sorted({p for phones in spelled.values() for p in phones})), spelled)
