@@ -12,7 +12,6 @@ Pure Python over the scores (numpy only to read them); no torch.
 
 from __future__ import annotations
 
-import functools
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from assistant.context.model import Choice, Context, MacroRef, Node, Seq, Slot, Words
 from assistant.context.normalize import normalize_text
+from assistant.decode import Decision
 from assistant.errors import BundleError
 
 BLANK = 0
@@ -89,7 +89,13 @@ class Hypothesis:
 
 
 class GrammarGraph:
-    """The context's sentences as a network of spelled words (one sub-network per expression)."""
+    """The context's sentences as a network of spelled words.
+
+    Compiled from one sub-network per expression, then made deterministic over (spelling, slot tag)
+    word labels and minimized (equal futures merged), so that sentences sharing a beginning or an
+    end share those words: the smart-home context's 2,341 first words of expressions become 122,
+    and a decoding beam no longer fills with copies of the same word.
+    """
 
     def __init__(self, ctx: Context, spell: Callable[[str], Sequence[int]]) -> None:
         """``spell(word)``: a normalized word's classes (1-based; 0 is blank)."""
@@ -111,12 +117,14 @@ class GrammarGraph:
                 self._eps.setdefault(0, []).append(start)
                 self._final[self._compile(expression.node, start)] = index
         self._closures: dict[int, list[int]] = {}
-        self._successors: dict[int, list[int]] = {}
         self._out: dict[int, list[int]] = {}
         for arc, src in enumerate(self.arc_src):
             self._out.setdefault(src, []).append(arc)
-        self.arc_ends: list[int] = [self._ends(dst) for dst in self.arc_dst]
-        """Per arc: the expression a sentence may end with after it, or -1."""
+        self.start = 0
+        self._succ: list[list[int]] = []
+        self.arc_ends: list[tuple[int, ...]] = []
+        """Per arc: the expressions a sentence may end with after it (empty: none)."""
+        self._minimize()
 
     @classmethod
     def from_lexicon(cls, ctx: Context, lexicon: Lexicon) -> GrammarGraph:
@@ -175,15 +183,65 @@ class GrammarGraph:
             found = self._closures[node] = sorted(seen)
         return found
 
-    def _ends(self, node: int) -> int:
-        return next((self._final[n] for n in self._closure(node) if n in self._final), -1)
+    def _minimize(self) -> None:
+        """Replace the word arcs by those of the minimal deterministic graph (subset construction over
+        (spelling, tag) labels, then merging states with equal ends and equal labelled successors; the
+        graph is acyclic). Arcs are numbered in a fixed order, so ties break the same way in every process."""
+        Label = tuple[tuple[int, ...], tuple[str, ...]]
+        start = frozenset(self._closure(0))
+        ids, order = {start: 0}, [start]
+        moves: list[list[tuple[Label, int]]] = []
+        for subset in order:  # grows while it is walked: breadth-first over the subsets reached
+            groups: dict[Label, set[int]] = {}
+            for node in sorted(subset):
+                for arc in self._out.get(node, ()):
+                    key = (self.arc_units[arc], self.arc_tag[arc] or ())
+                    groups.setdefault(key, set()).update(self._closure(self.arc_dst[arc]))
+            out = []
+            for label in sorted(groups):
+                reached = frozenset(groups[label])
+                if reached not in ids:
+                    ids[reached] = len(order)
+                    order.append(reached)
+                out.append((label, ids[reached]))
+            moves.append(out)
+        ends = [tuple(sorted({self._final[n] for n in subset if n in self._final})) for subset in order]
+        # merge equal futures, children first (iteratively: deep graphs would exhaust Python's recursion)
+        canon: dict[int, int] = {}
+        signatures: dict[tuple[Any, ...], int] = {}
+        kept: list[tuple[tuple[int, ...], list[tuple[Label, int]]]] = []
+        stack = [0]
+        while stack:
+            state = stack[-1]
+            if state in canon:
+                stack.pop()
+                continue
+            todo = [t for _, t in moves[state] if t not in canon]
+            if todo:
+                stack.extend(todo)
+                continue
+            stack.pop()
+            arcs = [(label, canon[t]) for label, t in moves[state]]
+            signature = (ends[state], tuple(arcs))
+            if signature not in signatures:
+                signatures[signature] = len(kept)
+                kept.append((ends[state], arcs))
+            canon[state] = signatures[signature]
+        self.start, self._nodes = canon[0], len(kept)
+        self.arc_src, self.arc_dst, self.arc_units, self.arc_tag = [], [], [], []
+        self._succ = [[] for _ in kept]
+        for state, (_, arcs) in enumerate(kept):
+            for (spelled, slot), target in arcs:
+                self._succ[state].append(len(self.arc_src))
+                self.arc_src.append(state)
+                self.arc_dst.append(target)
+                self.arc_units.append(spelled)
+                self.arc_tag.append((slot[0], slot[1]) if slot else None)
+        self.arc_ends = [kept[target][0] for target in self.arc_dst]
 
     def successors(self, node: int) -> list[int]:
         """The word arcs that can follow ``node``."""
-        found = self._successors.get(node)
-        if found is None:
-            found = self._successors[node] = [a for n in self._closure(node) for a in self._out.get(n, ())]
-        return found
+        return self._succ[node]
 
     def decode(self, log_probs: np.ndarray | Sequence[Sequence[float]], *, beam: int = 1000, prune: float = 25.0,
                blank_penalty: float = 0.0, nbest: int = 20) -> list[Hypothesis]:
@@ -201,31 +259,51 @@ class GrammarGraph:
         units, dst, tags = self.arc_units, self.arc_dst, self.arc_tag
         Tags = tuple[tuple[str, str], Any] | None  # a linked list of the slot tags passed, newest first
         hyps: dict[tuple[int, int, int], tuple[float, Tags]] = {(-1, 0, 1): (0.0, None)}
+        starts, succ, get = self._succ[self.start], self._succ, dict.get
         for row in rows.tolist():
             blank = row[BLANK] - blank_penalty
             new: dict[tuple[int, int, int], tuple[float, Tags]] = {}
-            relax = functools.partial(_relax, new)
+            # Viterbi "keep the better path into key", written out: this loop is the decoder's time
             for (arc, pos, after_blank), (score, path) in hyps.items():
                 if arc < 0:  # before the first word: silence, or the first unit of a first word
-                    relax((arc, 0, 1), score + blank, path)
-                    for nxt in self.successors(0):
-                        tag = tags[nxt]
-                        relax((nxt, 0, 0), score + row[units[nxt][0]], (tag, path) if tag else path)
+                    key, s = (arc, 0, 1), score + blank
+                    old = get(new, key)
+                    if old is None or s > old[0]:
+                        new[key] = (s, path)
+                    for nxt in starts:
+                        key, s = (nxt, 0, 0), score + row[units[nxt][0]]
+                        old = get(new, key)
+                        if old is None or s > old[0]:
+                            tag = tags[nxt]
+                            new[key] = (s, (tag, path) if tag else path)
                     continue
-                unit = units[arc][pos]
+                spelled = units[arc]
+                unit = spelled[pos]
                 if not after_blank:
-                    relax((arc, pos, 0), score + row[unit], path)
-                relax((arc, pos, 1), score + blank, path)
-                if pos + 1 < len(units[arc]):
-                    nxt_unit = units[arc][pos + 1]
+                    key, s = (arc, pos, 0), score + row[unit]
+                    old = get(new, key)
+                    if old is None or s > old[0]:
+                        new[key] = (s, path)
+                key, s = (arc, pos, 1), score + blank
+                old = get(new, key)
+                if old is None or s > old[0]:
+                    new[key] = (s, path)
+                if pos + 1 < len(spelled):
+                    nxt_unit = spelled[pos + 1]
                     if after_blank or nxt_unit != unit:
-                        relax((arc, pos + 1, 0), score + row[nxt_unit], path)
+                        key, s = (arc, pos + 1, 0), score + row[nxt_unit]
+                        old = get(new, key)
+                        if old is None or s > old[0]:
+                            new[key] = (s, path)
                     continue
-                for nxt in self.successors(dst[arc]):
+                for nxt in succ[dst[arc]]:
                     nxt_unit = units[nxt][0]
                     if after_blank or nxt_unit != unit:
-                        tag = tags[nxt]
-                        relax((nxt, 0, 0), score + row[nxt_unit], (tag, path) if tag else path)
+                        key, s = (nxt, 0, 0), score + row[nxt_unit]
+                        old = get(new, key)
+                        if old is None or s > old[0]:
+                            tag = tags[nxt]
+                            new[key] = (s, (tag, path) if tag else path)
             best = max(v[0] for v in new.values())
             kept = [(k, v) for k, v in new.items() if v[0] > best - prune]
             if len(kept) > beam:
@@ -233,24 +311,114 @@ class GrammarGraph:
             hyps = dict(kept)
         found: dict[tuple[str, tuple[tuple[str, str], ...]], Hypothesis] = {}
         for (arc, pos, _), (score, path) in hyps.items():
-            if arc < 0 or pos != len(units[arc]) - 1 or self.arc_ends[arc] < 0:
+            if arc < 0 or pos != len(units[arc]) - 1 or not self.arc_ends[arc]:
                 continue
-            intent, fixed = self.expressions[self.arc_ends[arc]]
-            slots: dict[str, str] = {}
+            said: dict[str, str] = {}
             while path is not None:
                 (name, value), path = path
-                slots.setdefault(name, value)
-            slots.update(fixed)
-            key = (intent, tuple(sorted(slots.items())))
-            if key not in found or score > found[key].score:
-                found[key] = Hypothesis(intent, slots, score)
+                said.setdefault(name, value)
+            for expression in self.arc_ends[arc]:  # the same words can end several expressions
+                intent, fixed = self.expressions[expression]
+                slots = {**said, **dict(fixed)}
+                meaning = (intent, tuple(sorted(slots.items())))
+                if meaning not in found or score > found[meaning].score:
+                    found[meaning] = Hypothesis(intent, slots, score)
         return sorted(found.values(), key=lambda h: -h.score)[:nbest]
 
 
-def _relax(new: dict[tuple[int, int, int], tuple[float, Any]], key: tuple[int, int, int], score: float,
-           path: Any) -> None:
-    """Viterbi: keep the better path into ``key``."""
-    old = new.get(key)
-    if old is None or score > old[0]:
-        new[key] = (score, path)
 
+
+@dataclass(frozen=True)
+class GrammarSettings:
+    """How a bundle's CTC output is decoded through its grammar (the manifest's ``decoder``).
+
+    A clip's result is the best of the decoder's ``nbest`` sentences by path score +
+    ``heads_weight`` × the heads' log-probability of that intent and those slots. Its
+    confidence is exp(the path's score above the best unconstrained path, per step): 1.0 when
+    the grammar cost nothing, towards 0 when the audio sounds like no sentence of the context.
+    It is accepted when that confidence reaches the manifest's ``threshold`` and the heads'
+    1 − P(not understood) reaches ``gate`` (the grammar always finds some sentence; the heads
+    were trained on negatives).
+    """
+
+    output: str = "ctc"
+    """The graph output with the per-step log-probabilities ``[batch, steps, 1 + units]``."""
+    blank_penalty: float = 2.0
+    heads_weight: float = 0.5
+    gate: float = 0.0
+    beam: int = 1000
+    prune: float = 25.0
+    nbest: int = 20
+
+    def __post_init__(self) -> None:
+        numbers = {"blank_penalty": self.blank_penalty, "heads_weight": self.heads_weight, "prune": self.prune}
+        for key, value in numbers.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
+                raise BundleError(f"decoder.{key}: expected a finite number >= 0, got {value!r}")
+        if not isinstance(self.gate, int | float) or isinstance(self.gate, bool) or not 0.0 <= self.gate <= 1.0:
+            raise BundleError(f"decoder.gate: expected a number in [0, 1], got {self.gate!r}")
+        for key, count in (("beam", self.beam), ("nbest", self.nbest)):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise BundleError(f"decoder.{key}: expected a positive integer, got {count!r}")
+        if not isinstance(self.output, str) or not self.output:
+            raise BundleError(f"decoder.output: expected an output name, got {self.output!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "blank_penalty": self.blank_penalty, "heads_weight": self.heads_weight,
+                "gate": self.gate, "beam": self.beam, "prune": self.prune, "nbest": self.nbest}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A clip's best sentence, before any threshold: what calibration and the hub both decide from."""
+
+    intent: str
+    slots: dict[str, str]
+    confidence: float
+    """exp(path score above the best unconstrained path, per step), in (0, 1]."""
+    gate: float
+    """The heads' 1 − P(not understood)."""
+
+
+def heads_log_prob(layout: Any, heads: Sequence[np.ndarray], intent: str, slots: Mapping[str, str]) -> float:
+    """log P(intent) + Σ log P(slot value or absent) of one clip's head probabilities (intent first)."""
+    i, values = layout.encode(intent, slots)
+    return float(np.log(heads[0][i] + 1e-9) + sum(np.log(heads[1 + h][j] + 1e-9) for h, j in enumerate(values)))
+
+
+def best_candidate(graph: GrammarGraph, layout: Any, log_probs: np.ndarray, heads: Sequence[np.ndarray],
+                   settings: GrammarSettings) -> Candidate | None:
+    """The clip's best sentence under ``settings`` (None when no sentence survives the beam).
+
+    ``log_probs``: ``[steps, 1 + units]``; ``heads``: one row of probabilities per head (intent first)."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    hyps = graph.decode(lp, beam=settings.beam, prune=settings.prune, blank_penalty=settings.blank_penalty,
+                        nbest=settings.nbest)
+    return choose(layout, hyps, free_path_score(lp, settings.blank_penalty), len(lp), heads, settings.heads_weight)
+
+
+def free_path_score(log_probs: np.ndarray, blank_penalty: float) -> float:
+    """Score of the best path through the scores with no grammar (each step's best class)."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    return float(np.maximum(lp[:, BLANK] - blank_penalty, lp[:, 1:].max(axis=1)).sum())
+
+
+def choose(layout: Any, hyps: Sequence[Hypothesis], free: float, steps: int, heads: Sequence[np.ndarray],
+           heads_weight: float) -> Candidate | None:
+    """The best of ``hyps`` by path score + ``heads_weight`` × the heads' log-probability, as a Candidate."""
+    if not hyps:
+        return None
+    totals = [h.score + (heads_weight * heads_log_prob(layout, heads, h.intent, h.slots) if heads_weight else 0.0)
+              for h in hyps]
+    best = hyps[int(np.argmax(totals))]
+    confidence = float(np.exp(min(0.0, (best.score - free) / max(steps, 1))))
+    return Candidate(best.intent, dict(best.slots), confidence, float(1.0 - heads[0][0]))
+
+
+def grammar_decision(candidate: Candidate | None, threshold: float, gate: float) -> Decision:
+    """Accept ``candidate`` when its confidence reaches ``threshold`` and its heads' gate reaches ``gate``."""
+    if candidate is None:
+        return Decision(False, None, {}, 0.0)
+    if candidate.confidence < threshold or candidate.gate < gate:
+        return Decision(False, None, {}, candidate.confidence)
+    return Decision(True, candidate.intent, dict(candidate.slots), candidate.confidence)

@@ -120,3 +120,54 @@ def test_lexicon_round_trips_and_encodes_transcripts() -> None:
     # normalized like the corpus's transcripts (numbers as words); a word it lacks is skipped
     assert again.encode("Turn ON  the 2 lamps") == [*LEXICON.spell("turn"), *LEXICON.spell("on"),
                                                     *LEXICON.spell("the"), *LEXICON.spell("two")]
+
+
+def test_the_graph_shares_beginnings_and_ends_and_keeps_every_meaning() -> None:
+    ctx = parse_context("""
+context:
+  expressions:
+    on:
+      - "turn on the light"
+      - "turn on the fan"
+      - "switch on the light"
+    off:
+      - "turn off the light"
+    again:
+      - "turn on the fan"
+""")
+    graph = GrammarGraph.from_lexicon(ctx, _letters(sorted(ctx.vocabulary())))
+    first = {graph.arc_units[a] for a in graph.successors(graph.start)}
+    assert len(graph.successors(graph.start)) == len(first) == 2  # "turn" and "switch", once each
+    # one "the light" / "the fan" ending shared by every expression that says it: 4 + 2 + 6 letters of arcs,
+    # not 5 expressions' worth
+    assert graph.size[1] == len({(graph.arc_src[a], graph.arc_units[a]) for a in range(graph.size[1])})
+    assert graph.size[1] < sum(len(s.split()) for s in ("turn on the light", "turn on the fan", "switch on the light",
+                                                         "turn off the light", "turn on the fan"))
+    found = graph.decode(_scores("turn on the fan", _letters(sorted(ctx.vocabulary()))))
+    assert {(h.intent, tuple(h.slots.items())) for h in found} >= {("on", ()), ("again", ())}  # the same words
+    assert found[0].score == found[1].score
+
+
+_NUMBERING = """
+import hashlib, sys
+sys.path.insert(0, ".")
+from tests.assistant.test_grammar import CONTEXT, LEXICON, _scores
+from assistant.grammar import GrammarGraph
+g = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+hyps = g.decode(_scores("kitchen lights on"), nbest=50)
+print(hashlib.sha256(repr((g.arc_src, g.arc_dst, g.arc_units, g.arc_tag, g.arc_ends, hyps)).encode()).hexdigest())
+"""
+
+
+def test_the_graph_is_numbered_the_same_in_every_process() -> None:
+    """Equal scores break ties by arc order: the build that calibrates and the hub that decides must agree,
+    whatever Python's string hashing seed (slot tags are strings)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    digests = {subprocess.run([sys.executable, "-c", _NUMBERING], cwd=root, capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
+    assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64
