@@ -300,7 +300,11 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     lengths = np.array([m.shape[-1] for m in mels])
     best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,
                ctc_head=ctc_head, lengths=lengths, progress=progress)
-    trainable.load_state_dict(load_checkpoint(out_dir / f"{recipe.checkpoint}.pt")["model"])
+    ckpt = load_checkpoint(out_dir / f"{recipe.checkpoint}.pt")
+    trainable.load_state_dict(ckpt["model"])
+    if ctc_head is not None and ctc_lexicon is not None:  # a phone head: exported for the grammar decoder
+        ctc_head.load_state_dict(ckpt["ctc_head"])
+        model.attach_ctc(ctc_head.eval(), ctc_lexicon)
     return model.eval(), best
 
 

@@ -2,7 +2,10 @@
 
 The exported graphs take raw 16 kHz PCM: the log-mel frontend is inside (DESIGN.md), so
 the hub never re-implements it. Outputs are per-head **probabilities** (softmax in the
-graph): ``intent`` and ``slot_<name>`` per slot head, in :class:`HeadLayout` order.
+graph): ``intent`` and ``slot_<name>`` per slot head, in :class:`HeadLayout` order, then, for a
+student with a phone CTC head (:meth:`Student.attach_ctc`), ``ctc``: per-step log-probabilities
+``[batch, steps, 1 + units]`` that the hub decodes through the context's grammar (the streaming
+graph gives the chunk's steps).
 
 - :func:`export_model`: ``audio [batch, samples]`` -> probabilities (dynamic batch and time).
 - :func:`export_stream_model`: ``chunk [batch, k * chunk_multiple]`` + the state tensors ->
@@ -58,6 +61,8 @@ OPSET = 18
 """ONNX opset of every exported graph."""
 AUDIO_INPUT = "audio"
 """Input of the whole-utterance graph: float32 PCM ``[batch, samples]`` at 16 kHz."""
+CTC_OUTPUT = "ctc"
+"""Per-step CTC log-probabilities, blank first (students with a CTC head)."""
 CHUNK_INPUT = "chunk"
 """Audio input of the streaming graph: ``[batch, k * chunk_multiple]``."""
 MIN_SAMPLES = 1600
@@ -74,8 +79,13 @@ _STATE_NAMES = ("audio", "score_max", "weight_sum", "weighted_sum", "max_pool")
 
 
 def output_names(layout: HeadLayout) -> list[str]:
-    """``intent``, then ``slot_<name>`` for each slot head, in head order."""
+    """``intent``, then ``slot_<name>`` for each slot head, in head order (the heads' outputs)."""
     return ["intent", *(f"slot_{name}" for name in layout.slot_names)]
+
+
+def graph_outputs(student: Student, layout: HeadLayout) -> list[str]:
+    """The heads' outputs, then :data:`CTC_OUTPUT` if the student has a CTC head."""
+    return [*output_names(layout), *([CTC_OUTPUT] if student.ctc_head is not None else [])]
 
 
 def head_sizes(layout: HeadLayout) -> list[int]:
@@ -90,7 +100,11 @@ class ProbabilityModel(nn.Module):
         self.student = student
 
     def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return tuple(torch.softmax(logits, dim=-1) for logits in self.student(audio))
+        logits, feats = self.student.forward_features(audio)
+        probs = tuple(torch.softmax(x, dim=-1) for x in logits)
+        if self.student.ctc_head is None:
+            return probs
+        return (*probs, self.student.ctc_log_probs(feats))
 
 
 class StreamingProbabilityModel(nn.Module):
@@ -101,8 +115,11 @@ class StreamingProbabilityModel(nn.Module):
         self.stream = StreamingStudent(student)
 
     def forward(self, chunk: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        logits, new_state = self.stream.step(chunk, list(state))
-        return (*(torch.softmax(x, dim=-1) for x in logits), *new_state)
+        logits, new_state, frames = self.stream.step_frames(chunk, list(state))
+        probs = tuple(torch.softmax(x, dim=-1) for x in logits)
+        student = self.stream.student
+        ctc = (student.ctc_log_probs(frames.transpose(1, 2)),) if student.ctc_head is not None else ()
+        return (*probs, *ctc, *new_state)
 
 
 @dataclass(frozen=True)
@@ -115,10 +132,12 @@ class StreamSpec:
     """Probability outputs, as in the whole-utterance graph."""
     states: tuple[dict[str, Any], ...]
     """Per state tensor: ``input``, ``output`` (its next value), ``shape`` (without batch), ``init``."""
+    ctc_output: str | None = None
+    """The chunk's per-step CTC log-probabilities (after the probabilities, before the states), if any."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"input": CHUNK_INPUT, "chunk_multiple": self.chunk_multiple, "outputs": list(self.outputs),
-                "states": [dict(s) for s in self.states]}
+                "states": [dict(s) for s in self.states], "ctc_output": self.ctc_output}
 
 
 def state_names(student: Student) -> list[str]:
@@ -133,7 +152,8 @@ def can_stream(student: Student) -> bool:
 
 
 def load_student(path: str | os.PathLike[str]) -> tuple[Student, HeadLayout]:
-    """A student and its head layout from a training checkpoint (``torch.load(weights_only=True)``)."""
+    """A student and its head layout from a training checkpoint (``torch.load(weights_only=True)``), with
+    its phone CTC head attached when the checkpoint has one and the lexicon it spells in."""
     ckpt = load_checkpoint(Path(path))
     config = ckpt.get("model_config") or {}
     if config.get("kind") != "student":
@@ -142,6 +162,15 @@ def load_student(path: str | os.PathLike[str]) -> tuple[Student, HeadLayout]:
     student = Student(config["head_sizes"], StudentConfig.from_dict(config["student"]))
     state = {k.removeprefix("student."): v for k, v in ckpt["model"].items()}
     student.load_state_dict(state)
+    lexicon, head_state = config.get("ctc_lexicon"), ckpt.get("ctc_head")
+    if lexicon and head_state:
+        classes, channels = head_state["weight"].shape
+        if classes != len(lexicon["units"]) + 1:
+            raise BundleError(f"{path}: the CTC head has {classes} classes, its lexicon {len(lexicon['units'])} "
+                              f"units + blank")
+        head = nn.Linear(channels, classes)
+        head.load_state_dict(head_state)
+        student.attach_ctc(head.eval(), lexicon)
     return student.eval(), HeadLayout.from_dict(config["layout"])
 
 
@@ -211,7 +240,7 @@ def export_model(student: Student, path: str | os.PathLike[str], layout: HeadLay
     batch = torch.export.Dim("batch", min=1, max=4096)
     samples = torch.export.Dim("samples", min=MIN_SAMPLES, max=MAX_EXPORT_SAMPLES)
     example = torch.randn(2, 16000) * 0.1  # batch 2: size-1 axes would be specialized
-    return _export(ProbabilityModel(model), (example,), Path(path), [AUDIO_INPUT], output_names(layout),
+    return _export(ProbabilityModel(model), (example,), Path(path), [AUDIO_INPUT], graph_outputs(model, layout),
                    ({0: batch, 1: samples},))
 
 
@@ -226,7 +255,9 @@ def export_stream_model(student: Student, path: str | os.PathLike[str], layout: 
     steps = torch.export.Dim("steps", min=1, max=MAX_EXPORT_SAMPLES // multiple)
     chunk = torch.randn(2, 2 * multiple) * 0.1
     outputs = output_names(layout)
-    _export(wrapper, (chunk, *state), Path(path), [CHUNK_INPUT, *names], [*outputs, *(f"{n}_out" for n in names)],
+    ctc = [CTC_OUTPUT] if model.ctc_head is not None else []
+    _export(wrapper, (chunk, *state), Path(path), [CHUNK_INPUT, *names],
+            [*outputs, *ctc, *(f"{n}_out" for n in names)],
             ({0: batch, 1: multiple * steps}, tuple({0: batch} for _ in state)))
     specs = []
     for name, tensor in zip(names, state, strict=True):
@@ -234,7 +265,7 @@ def export_stream_model(student: Student, path: str | os.PathLike[str], layout: 
         if not torch.all(tensor == init):
             raise BundleError(f"streaming state {name}: initial value is not constant")
         specs.append({"input": name, "output": f"{name}_out", "shape": list(tensor.shape[1:]), "init": init})
-    return StreamSpec(multiple, tuple(outputs), tuple(specs))
+    return StreamSpec(multiple, tuple(outputs), tuple(specs), CTC_OUTPUT if ctc else None)
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -246,7 +277,8 @@ def _session(path: Path) -> ort.InferenceSession:
 
 @torch.no_grad()
 def torch_probabilities(student: Student, audio: np.ndarray) -> list[np.ndarray]:
-    """Probabilities per head for a ``[batch, samples]`` array, from the torch model in eval mode."""
+    """Probabilities per head for a ``[batch, samples]`` array, from the torch model in eval mode (then the
+    CTC log-probabilities, if the student has a CTC head: the exported graph's outputs)."""
     model = _frozen(student)
     return [p.numpy() for p in ProbabilityModel(model)(torch.from_numpy(np.asarray(audio, np.float32)))]
 
@@ -260,25 +292,40 @@ def check_parity(student: Student, path: str | os.PathLike[str], clips: Sequence
         x = np.asarray(clip, np.float32)[None]
         expected = torch_probabilities(student, x)
         got = session.run(None, {AUDIO_INPUT: x})
-        worst = max(worst, *(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True)))
+        worst = max(worst, _difference(student, expected, got))
     if worst > atol:
         raise BundleError(f"{path}: ONNX Runtime differs from torch by {worst:.2e} (> {atol:.0e})")
     _LOGGER.info("Parity %s: max |torch - ORT| = %.2e over %d clips", Path(path).name, worst, len(clips))
     return worst
 
 
+def _difference(student: Student, expected: Sequence[np.ndarray], got: Sequence[np.ndarray]) -> float:
+    """Largest |a - b| over the outputs, comparing CTC log-probabilities as probabilities (float32 log-probs
+    of -30 differ by more than 1e-4 between any two engines; what the decoder uses is their ordering)."""
+    if len(expected) != len(got):
+        raise BundleError(f"torch gives {len(expected)} outputs, ONNX Runtime {len(got)}")
+    heads = len(student.head_sizes)
+    diffs = [float(np.max(np.abs(e - g))) for e, g in zip(expected[:heads], got[:heads], strict=True)]
+    diffs += [float(np.max(np.abs(np.exp(e) - np.exp(g)))) for e, g in zip(expected[heads:], got[heads:], strict=True)]
+    return max(diffs)
+
+
 def run_stream(session: ort.InferenceSession, spec: StreamSpec, audio: np.ndarray, chunk: int) -> list[np.ndarray]:
-    """Probabilities after feeding ``audio`` (1-D) to a streaming session ``chunk`` samples at a time."""
+    """Probabilities after feeding ``audio`` (1-D) to a streaming session ``chunk`` samples at a time, then (if the
+    graph has them) the CTC log-probabilities of every step, all chunks joined: ``[1, steps, 1 + units]``."""
     if chunk % spec.chunk_multiple:
         raise ValueError(f"chunk {chunk}: expected a multiple of {spec.chunk_multiple}")
     state = {s["input"]: np.full((1, *s["shape"]), s["init"], np.float32) for s in spec.states}
     usable = len(audio) - len(audio) % spec.chunk_multiple
     out: list[np.ndarray] = []
+    n = len(spec.outputs) + bool(spec.ctc_output)
+    ctc = []
     for start in range(0, usable, chunk):
         piece = np.asarray(audio[start : min(start + chunk, usable)], np.float32)[None]
         out = session.run(None, {CHUNK_INPUT: piece, **state})
-        state = {s["input"]: value for s, value in zip(spec.states, out[len(spec.outputs):], strict=True)}
-    return out[: len(spec.outputs)]
+        state = {s["input"]: value for s, value in zip(spec.states, out[n:], strict=True)}
+        ctc += out[len(spec.outputs) : n]
+    return [*out[: len(spec.outputs)], *([np.concatenate(ctc, axis=1)] if ctc else [])]
 
 
 def check_stream_parity(student: Student, path: str | os.PathLike[str], spec: StreamSpec,
@@ -291,7 +338,7 @@ def check_stream_parity(student: Student, path: str | os.PathLike[str], spec: St
         expected = torch_probabilities(student, np.asarray(clip[:usable], np.float32)[None])
         chunk = spec.chunk_multiple * (1 + i % 7)  # vary the chunking
         got = run_stream(session, spec, clip, chunk)
-        worst = max(worst, *(float(np.max(np.abs(e - g))) for e, g in zip(expected, got, strict=True)))
+        worst = max(worst, _difference(student, expected, got))
     if worst > atol:
         raise BundleError(f"{path}: streaming ONNX differs from whole-utterance torch by {worst:.2e} (> {atol:.0e})")
     return worst

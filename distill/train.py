@@ -66,9 +66,10 @@ class TrainConfig:
     feature_kind: str = "mse"
     """'mse' or 'cosine'."""
     ctc: float = 0.0
-    """Weight of an auxiliary CTC loss on the transcript's characters (:data:`distill.losses.CTC_ALPHABET`),
-    read from the student's per-step features by a linear layer that is trained with it and never
-    exported (0: off). A dense, per-frame signal of *what was said*, on top of the utterance-level heads."""
+    """Weight of a CTC loss on the transcript (in ``ctc_units``), read from the student's per-step features
+    by a linear layer trained with it (0: off). A dense, per-frame signal of *what was said*, on top of the
+    utterance-level heads. A phone head is kept with the student (:meth:`Student.attach_ctc`) and exported
+    for the grammar decoder when the build's preset has one; a letter head is a training aid only."""
     ctc_units: str = "chars"
     """What the CTC loss spells transcripts in: 'chars' (letters and space) or 'phones' (espeak-ng's
     US English phones, word by word: :mod:`distill.phones`; the lexicon is saved in the checkpoint's

@@ -10,7 +10,7 @@ is spread over the command).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -162,6 +162,25 @@ class Student(nn.Module):
         self.attention = nn.Conv1d(c, len(self.head_sizes), 1)
         self.dropout = nn.Dropout(self.cfg.dropout)
         self.heads = nn.ModuleList(nn.Linear(2 * c, n) for n in self.head_sizes)
+        self.ctc_head: nn.Linear | None = None
+        """Per-step CTC logits over a lexicon's units (+ blank), once trained: :meth:`attach_ctc`."""
+        self.ctc_lexicon: dict[str, Any] | None = None
+        """The lexicon the CTC head spells in (:class:`assistant.grammar.Lexicon` as a dict)."""
+
+    def attach_ctc(self, head: nn.Linear, lexicon: Mapping[str, Any]) -> None:
+        """Give the student a trained phone CTC head (training keeps it apart: ``fit``'s ``ctc_head``), so that
+        export writes its per-step log-probabilities as an output the hub decodes through the grammar."""
+        if head.in_features != self.cfg.channels or head.out_features != len(lexicon["units"]) + 1:
+            raise ConfigError(f"CTC head {head.in_features} -> {head.out_features}: expected {self.cfg.channels} -> "
+                              f"{len(lexicon['units']) + 1} (the lexicon's units + blank)")
+        self.ctc_head = head
+        self.ctc_lexicon = dict(lexicon)
+
+    def ctc_log_probs(self, feats: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 1 + units]`` log-probabilities from per-step features ``[B, T, C]``."""
+        if self.ctc_head is None:
+            raise ConfigError("this student has no CTC head (train with train.ctc > 0 and ctc_units 'phones')")
+        return torch.log_softmax(self.ctc_head(feats), dim=-1)
 
     def frames(self, mel: torch.Tensor) -> torch.Tensor:
         """Per-step hidden features ``[B, C, T // stem_stride]`` from log-mel ``[B, n_mels, T]``."""
@@ -262,6 +281,12 @@ class StreamingStudent(nn.Module):
         return state
 
     def step(self, chunk: torch.Tensor, state: Sequence[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        logits, new_state, _ = self.step_frames(chunk, state)
+        return logits, new_state
+
+    def step_frames(self, chunk: torch.Tensor, state: Sequence[torch.Tensor]
+                    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """As :meth:`step`, plus the chunk's per-step features ``[B, C, steps]`` (for the CTC head)."""
         s = self.student
         n_blocks, n_stem = len(s.blocks), len(s.stem_state(1))
         audio_past, stem_past = state[0], list(state[1 : 1 + n_stem])
@@ -286,4 +311,4 @@ class StreamingStudent(nn.Module):
         weighted = weighted * scale + torch.einsum("bht,bct->bhc", w, x)
         running_max = torch.maximum(running_max, x.amax(dim=2))
         logits = s.pool_and_classify(wsum, weighted, running_max)
-        return logits, [new_audio_past, *new_stem_past, *new_block_past, m_new, wsum, weighted, running_max]
+        return logits, [new_audio_past, *new_stem_past, *new_block_past, m_new, wsum, weighted, running_max], x
