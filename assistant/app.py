@@ -44,6 +44,7 @@ from assistant.audio import (
 )
 from assistant.bundle import Bundle, load_bundle
 from assistant.config import HubConfig, MqttConfig
+from assistant.decode import decode
 from assistant.endpoint import Endpointer, Utterance
 from assistant.errors import AudioError, BundleError, ConfigError, HubvoiceError
 from assistant.messages import InferenceResult, MessageError
@@ -129,7 +130,10 @@ class MqttListener:
 
 class StreamConfidence:
     """:class:`assistant.endpoint.EarlyStop` from the bundle's streaming model: confident when the decision on
-    what was heard so far is understood with at least ``threshold`` confidence."""
+    what was heard so far is understood with at least ``threshold`` confidence.
+
+    For a bundle that decodes through its grammar, "the decision so far" is the heads' (decided on every
+    chunk, they cost nothing); the grammar decoder then decides the utterance once, when it ends."""
 
     def __init__(self, recognizer: Recognizer, threshold: float) -> None:
         self.recognizer, self.threshold = recognizer, threshold
@@ -142,7 +146,11 @@ class StreamConfidence:
         self.stream.feed(audio)
         if self.stream.probs is None or self.stream.heard < self.recognizer.manifest.min_samples:
             return False
-        decision = self.recognizer.decide(self.stream.probs)
+        probs = self.stream.probs
+        if self.recognizer.manifest.decoder is not None:
+            decision = decode(self.recognizer.manifest.layout, probs[0], list(probs[1:]))
+        else:
+            decision = self.recognizer.decide(probs)
         return decision.understood and decision.confidence >= self.threshold
 
 

@@ -5,6 +5,8 @@ A bundle is a folder (``models/<name>/``)::
     manifest.json       what the runtime needs (schema below), with a sha256 for every file it names
     model.onnx          raw 16 kHz PCM [batch, samples] -> probabilities per head (int8 by default)
     model_stream.onnx   optional: the same network on chunks, carrying its state
+    lexicon.json        optional: how each word of the context is spelled in the units of the model's
+                        CTC output, when the bundle decodes through the grammar (manifest ``decoder``)
     model.fp32.onnx     optional: the float reference model
     context.yaml        the context the model was trained for
     MODEL_CARD.md       what it is, how it was made, how well it does
@@ -13,12 +15,14 @@ A bundle is a folder (``models/<name>/``)::
 :func:`load_bundle` refuses (with a :class:`BundleError` naming the file and the problem) a
 bundle holding anything but ONNX, JSON, YAML, WAV and Markdown files, an unknown schema
 version, a file whose sha256 differs from the manifest, a graph whose inputs, outputs or
-label counts differ from the manifest, a head layout that does not match the context, and
-a model that no longer makes the recorded decisions on its samples.
+label counts differ from the manifest, a head layout that does not match the context, a
+lexicon that cannot spell a word of the context or whose units differ from the CTC output's
+size, and a model that no longer makes the recorded decisions on its samples.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -34,6 +38,7 @@ from assistant import __version__
 from assistant.context import Context, load_context
 from assistant.decode import HeadLayout
 from assistant.errors import BundleError, ContextError
+from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon
 from assistant.wav import SAMPLE_RATE
 
 _LOGGER = logging.getLogger(__name__)
@@ -141,12 +146,28 @@ class StreamingSpec:
     """The state tensors, in graph input order after the chunk."""
     precision: str = "fp32"
     """'fp32' or an int8 scheme."""
+    ctc_output: str | None = None
+    """The output with the chunk's per-step CTC log-probabilities, when the bundle decodes through the grammar."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.model.to_dict(), "precision": self.precision, "input": self.input,
                 "chunk_multiple": self.chunk_multiple, "outputs": list(self.outputs),
                 "states": [{"input": s.input, "output": s.output, "shape": list(s.shape), "init": s.init}
-                           for s in self.states]}
+                           for s in self.states], "ctc_output": self.ctc_output}
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Decoding the model's CTC output through the context's grammar (:mod:`assistant.grammar`).
+
+    With it, ``threshold`` applies to the grammar decoder's confidence, not the heads'."""
+
+    lexicon: FileRef
+    """``lexicon.json``: the units (class ``i + 1``; 0 is blank) and each word's spelling."""
+    settings: GrammarSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "grammar", "lexicon": self.lexicon.to_dict(), **self.settings.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -197,6 +218,8 @@ class Manifest:
     """Input rate in Hz (always 16000)."""
     streaming: StreamingSpec | None = None
     """The streaming graph, if the student is causal."""
+    decoder: DecoderSpec | None = None
+    """Grammar decoding of the CTC output (None: the heads decide alone, :func:`assistant.decode.decode`)."""
     reference_model: FileRef | None = None
     """The float model, when kept."""
     samples: tuple[SampleSpec, ...] = ()
@@ -223,6 +246,7 @@ class Manifest:
             "model": {**self.model.to_dict(), "precision": self.precision, "input": self.input,
                       "outputs": list(self.outputs), "min_samples": self.min_samples, "max_samples": self.max_samples},
             "streaming": self.streaming.to_dict() if self.streaming else None,
+            "decoder": self.decoder.to_dict() if self.decoder else None,
             "reference_model": self.reference_model.to_dict() if self.reference_model else None,
             "layout": self.layout.to_dict(),
             "threshold": self.threshold,
@@ -274,7 +298,21 @@ class Manifest:
             if multiple < 1:
                 raise BundleError(f"{source}: streaming.chunk_multiple: expected a positive integer, got {multiple}")
             streaming = StreamingSpec(ref(stream), stream.get("input", str), multiple, stream.names("outputs"),
-                                      tuple(states), stream.get("precision", str))
+                                      tuple(states), stream.get("precision", str),
+                                      stream.get("ctc_output", str, optional=True))
+        decoder = None
+        dec = top.optional_sub("decoder")
+        if dec is not None:
+            kind = dec.get("kind", str)
+            if kind != "grammar":
+                raise BundleError(f"{source}: decoder.kind {kind!r}: this hubvoice decodes 'grammar' only")
+            numbers = {k: float(dec.get(k, (int, float))) for k in ("blank_penalty", "heads_weight", "gate", "prune")}
+            try:
+                settings = GrammarSettings(output=dec.get("output", str), beam=dec.get("beam", int),
+                                           nbest=dec.get("nbest", int), **numbers)
+            except BundleError as err:
+                raise BundleError(f"{source}: {err}") from None
+            decoder = DecoderSpec(ref(dec.sub("lexicon")), settings)
         reference = top.optional_sub("reference_model")
         samples = []
         for i, item in enumerate(top.get("samples", list)):
@@ -286,7 +324,7 @@ class Manifest:
             name=top.get("name", str), version=top.get("version", str), model=ref(model),
             precision=model.get("precision", str), input=model.get("input", str), outputs=model.names("outputs"),
             layout=layout, threshold=threshold, context=ref(context), min_samples=min_samples,
-            max_samples=max_samples, sample_rate=rate, streaming=streaming,
+            max_samples=max_samples, sample_rate=rate, streaming=streaming, decoder=decoder,
             reference_model=ref(reference) if reference is not None else None, samples=tuple(samples),
             teacher=dict(top.get("teacher", dict)), recipe=dict(top.get("recipe", dict)),
             metrics=dict(top.get("metrics", dict)), created=top.get("created", str),
@@ -299,6 +337,8 @@ class Manifest:
             refs.append(self.streaming.model)
         if self.reference_model is not None:
             refs.append(self.reference_model)
+        if self.decoder is not None:
+            refs.append(self.decoder.lexicon)
         return refs
 
 
@@ -332,6 +372,34 @@ class Bundle:
     @property
     def stream_path(self) -> Path | None:
         return self.path / self.manifest.streaming.model.file if self.manifest.streaming else None
+
+    @functools.cached_property
+    def lexicon(self) -> Lexicon | None:
+        """The decoder's lexicon (None without a grammar decoder); BundleError naming the file if it is malformed."""
+        decoder = self.manifest.decoder
+        if decoder is None:
+            return None
+        path = self.path / decoder.lexicon.file
+        try:
+            return Lexicon.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise BundleError(f"{path}: cannot read the lexicon: {err}") from None
+        except BundleError as err:
+            raise BundleError(f"{path}: {err}") from None
+
+    @functools.cached_property
+    def grammar(self) -> GrammarGraph | None:
+        """The context compiled into spelled words for the decoder (None without one); BundleError naming
+        the lexicon file if it cannot spell a word of the context."""
+        lexicon = self.lexicon
+        if lexicon is None:
+            return None
+        try:
+            return GrammarGraph.from_lexicon(self.context, lexicon)
+        except BundleError as err:
+            assert self.manifest.decoder is not None
+            raise BundleError(f"{self.path / self.manifest.decoder.lexicon.file}: {err} (a word of "
+                              f"{self.manifest.context.file})") from None
 
     def slots_by_intent(self) -> dict[str, frozenset[str]]:
         """Slot names each intent carries (what hub.yaml actions are checked against)."""
@@ -432,20 +500,30 @@ def load_bundle(folder: str | os.PathLike[str], *, self_test: bool = True, threa
     sizes = [len(manifest.layout.intents), *(len(v) for _, v in manifest.layout.slots)]
     if len(manifest.outputs) != len(sizes):
         raise BundleError(f"{source}: {len(manifest.outputs)} outputs named for {len(sizes)} heads in the layout")
-    heads = list(zip(manifest.outputs, sizes, strict=True))
-    _check_io(open_session(root / manifest.model.file), root / manifest.model.file, [(manifest.input, None)], heads)
+    heads: list[tuple[str, int | None]] = list(zip(manifest.outputs, sizes, strict=True))
+    bundle = Bundle(root, manifest, context)
+    ctc: list[tuple[str, int | None]] = []
+    if manifest.decoder is not None:
+        lexicon, _ = bundle.lexicon, bundle.grammar  # read and compiled now: errors name the lexicon file
+        assert lexicon is not None
+        ctc = [(manifest.decoder.settings.output, len(lexicon.units) + 1)]
+    _check_io(open_session(root / manifest.model.file), root / manifest.model.file, [(manifest.input, None)],
+              heads + ctc)
     if manifest.reference_model is not None:
         ref_path = root / manifest.reference_model.file
-        _check_io(open_session(ref_path), ref_path, [(manifest.input, None)], heads)
+        _check_io(open_session(ref_path), ref_path, [(manifest.input, None)], heads + ctc)
     stream = manifest.streaming
     if stream is not None:
         if list(stream.outputs) != list(manifest.outputs):
             raise BundleError(f"{source}: streaming.outputs {list(stream.outputs)} differ from model.outputs")
+        if ctc and stream.ctc_output != ctc[0][0]:
+            raise BundleError(f"{source}: streaming.ctc_output {stream.ctc_output!r}: expected the decoder's "
+                              f"output {ctc[0][0]!r}")
+        stream_ctc = [(stream.ctc_output, ctc[0][1])] if ctc and stream.ctc_output else []
         stream_path = root / stream.model.file
         _check_io(open_session(stream_path), stream_path,
                   [(stream.input, None), *((s.input, s.shape[-1] if s.shape else None) for s in stream.states)],
-                  [*heads, *((s.output, s.shape[-1] if s.shape else None) for s in stream.states)])
-    bundle = Bundle(root, manifest, context)
+                  [*heads, *stream_ctc, *((s.output, s.shape[-1] if s.shape else None) for s in stream.states)])
     if self_test:
         run_self_test(bundle, threads=threads)
     _LOGGER.debug("Loaded bundle %s %s from %s", manifest.name, manifest.version, root)

@@ -1,8 +1,10 @@
 """Running a bundle's model: audio in, :class:`InferenceResult` out (numpy + onnxruntime).
 
 :class:`Recognizer` runs the whole-utterance graph on one clip (:meth:`Recognizer.recognize`)
-or several (:meth:`Recognizer.recognize_batch`) and decodes the probabilities with the
-bundle's head layout and threshold. Input is 16 kHz mono float PCM in [-1, 1]:
+or several (:meth:`Recognizer.recognize_batch`) and decides: with the bundle's head layout and
+threshold (:func:`assistant.decode.decode`), or, when the manifest has a ``decoder``, by
+decoding the graph's CTC output through the context's grammar, chosen together with the heads
+(:func:`assistant.grammar.best_candidate`), accepted by the threshold and the heads' gate. Input is 16 kHz mono float PCM in [-1, 1]:
 NaN/Inf samples are replaced (and logged once), audio shorter than the manifest's
 ``min_samples`` is zero-padded, longer than ``max_samples`` cropped (logged).
 
@@ -25,6 +27,7 @@ import onnxruntime as ort
 from assistant.bundle import Bundle, StreamingSpec, open_session
 from assistant.decode import Decision, decode
 from assistant.errors import AudioError, BundleError, ConfigError
+from assistant.grammar import best_candidate, grammar_decision
 from assistant.messages import InferenceResult
 from assistant.wav import read_wav
 
@@ -102,21 +105,34 @@ class Recognizer:
 
     # --- inference -------------------------------------------------------------------------------
 
-    def decide(self, probs: Sequence[np.ndarray]) -> Decision:
-        """Decision from one row of head probabilities (intent first)."""
-        return decode(self.manifest.layout, probs[0], list(probs[1:]), threshold=self.threshold)
+    def decide(self, probs: Sequence[np.ndarray], ctc: np.ndarray | None = None) -> Decision:
+        """Decision from one row of head probabilities (intent first) and, for a bundle that decodes through
+        the grammar, the clip's CTC log-probabilities ``[steps, 1 + units]``."""
+        decoder = self.manifest.decoder
+        if decoder is None:
+            return decode(self.manifest.layout, probs[0], list(probs[1:]), threshold=self.threshold)
+        if ctc is None or self.bundle.grammar is None:
+            raise BundleError(f"{self.bundle.path}: this bundle decodes through its grammar; the model gave no "
+                              f"{decoder.settings.output!r} output")
+        candidate = best_candidate(self.bundle.grammar, self.manifest.layout, ctc, probs, decoder.settings)
+        return grammar_decision(candidate, self.threshold, decoder.settings.gate)
+
+    def _split(self, out: Sequence[np.ndarray], row: int) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """One clip's head rows and CTC rows from a run's outputs (heads first, then the CTC output)."""
+        n = len(self.manifest.outputs)
+        return [o[row] for o in out[:n]], (out[n][row] if self.manifest.decoder is not None else None)
 
     def _result(self, decision: Decision, name: str | None, latency_s: float) -> InferenceResult:
         return InferenceResult(name, decision.understood, decision.intent, dict(decision.slots),
                                round(min(max(decision.confidence, 0.0), 1.0), 4), round(latency_s * 1000.0, 3))
 
     def recognize(self, audio: object, input_name: str | None = None) -> InferenceResult:
-        """Decide one utterance; ``latency_ms`` is the model run time."""
+        """Decide one utterance; ``latency_ms`` is the model run time plus the grammar decoding, if any."""
         x = self.prepare(audio, input_name or "<audio>")
         start = time.perf_counter()
-        probs = self.session.run(None, {self.manifest.input: x[None]})
-        elapsed = time.perf_counter() - start
-        return self._result(self.decide([p[0] for p in probs]), input_name, elapsed)
+        out = self.session.run(None, {self.manifest.input: x[None]})
+        decision = self.decide(*self._split(out, 0))
+        return self._result(decision, input_name, time.perf_counter() - start)
 
     def recognize_batch(self, clips: Sequence[object], input_names: Sequence[str | None] | None = None
                         ) -> list[InferenceResult]:
@@ -134,10 +150,12 @@ class Recognizer:
         for indices in groups.values():
             batch = np.stack([prepared[i] for i in indices])
             start = time.perf_counter()
-            probs = self.session.run(None, {self.manifest.input: batch})
+            out = self.session.run(None, {self.manifest.input: batch})
             share = (time.perf_counter() - start) / len(indices)
             for row, i in enumerate(indices):
-                results[i] = self._result(self.decide([p[row] for p in probs]), names[i], share)
+                started = time.perf_counter()
+                decision = self.decide(*self._split(out, row))
+                results[i] = self._result(decision, names[i], share + time.perf_counter() - started)
         return [r for r in results if r is not None]
 
     def stream(self) -> RecognizerStream:
@@ -167,14 +185,20 @@ class RecognizerStream:
         self.heard = 0
         """Samples accepted so far (at most the bundle's max_samples)."""
         self.probs: list[np.ndarray] | None = None
+        self.ctc: list[np.ndarray] = []
+        """Per chunk run, its steps' CTC log-probabilities (bundles that decode through the grammar)."""
         self.latency_s = 0.0
 
-    def _step(self, chunk: np.ndarray, state: dict[str, np.ndarray]) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+    def _step(self, chunk: np.ndarray, state: dict[str, np.ndarray]
+              ) -> tuple[list[np.ndarray], np.ndarray | None, dict[str, np.ndarray]]:
         start = time.perf_counter()
         out = self.session.run(None, {self.spec.input: chunk[None], **state})
         self.latency_s += time.perf_counter() - start
         n = len(self.spec.outputs)
-        return [o[0] for o in out[:n]], {s.input: v for s, v in zip(self.spec.states, out[n:], strict=True)}
+        ctc = out[n][0] if self.spec.ctc_output else None
+        n += bool(self.spec.ctc_output)
+        return [o[0] for o in out[: len(self.spec.outputs)]], ctc, {
+            s.input: v for s, v in zip(self.spec.states, out[n:], strict=True)}
 
     def feed(self, chunk: object, name: str = "<stream>") -> None:
         """Add audio (1-D float PCM, any length); full multiples of the chunk size run at once."""
@@ -187,21 +211,26 @@ class RecognizerStream:
         self.pending = np.concatenate([self.pending, x])
         usable = len(self.pending) - len(self.pending) % self.spec.chunk_multiple
         if usable:
-            self.probs, self.state = self._step(self.pending[:usable], self.state)
+            self.probs, ctc, self.state = self._step(self.pending[:usable], self.state)
+            if ctc is not None:
+                self.ctc.append(ctc)
             self.pending = self.pending[usable:]
 
     def result(self, input_name: str | None = None) -> InferenceResult:
         """The decision on everything fed since :meth:`reset` (short audio is padded as in ``recognize``)."""
-        probs = self.probs
+        probs, ctc = self.probs, list(self.ctc)
         missing = self.recognizer.manifest.min_samples - self.heard
         if missing > 0 or probs is None:
             tail = np.concatenate([self.pending, np.zeros(max(missing, 0), np.float32)])
             usable = len(tail) - len(tail) % self.spec.chunk_multiple
             if usable:
-                probs, _ = self._step(tail[:usable], self.state)  # the stream itself is left as it was
+                probs, more, _ = self._step(tail[:usable], self.state)  # the stream itself is left as it was
+                ctc += [more] if more is not None else []
         if probs is None:
             raise AudioError(f"{input_name or '<stream>'}: no audio fed yet")
-        return self.recognizer._result(self.recognizer.decide(probs), input_name, self.latency_s)
+        start = time.perf_counter()
+        decision = self.recognizer.decide(probs, np.concatenate(ctc) if ctc else None)
+        return self.recognizer._result(decision, input_name, self.latency_s + time.perf_counter() - start)
 
 
 def recognize_file(recognizer: Recognizer, path: str | os.PathLike[str]) -> InferenceResult:

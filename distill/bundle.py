@@ -8,6 +8,7 @@ previous one. The bundle format is described in :mod:`assistant.bundle`.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from assistant import __version__
 from assistant.bundle import (
     MANIFEST,
     Bundle,
+    DecoderSpec,
     FileRef,
     Manifest,
     SampleSpec,
@@ -36,12 +38,14 @@ from assistant.bundle import (
 from assistant.context import load_context
 from assistant.decode import HeadLayout
 from assistant.errors import BundleError, ConfigError
+from assistant.grammar import GrammarSettings
 from assistant.messages import utc_timestamp
 from assistant.recognizer import Recognizer
 from assistant.wav import SAMPLE_RATE, read_wav, write_wav
 from distill.export import (
     AUDIO_INPUT,
     CHUNK_INPUT,
+    CTC_OUTPUT,
     MIN_SAMPLES,
     QUANTIZE_MODES,
     can_stream,
@@ -98,6 +102,14 @@ def render_card(manifest: Manifest, *, parameters: int, model_bytes: int, card_t
     slots = ", ".join(f"`{name}` ({len(values) - 1} values)" for name, values in m.layout.slots) or "none"
     stream = (f"`{m.streaming.model.file}` ({m.streaming.precision}), chunks of k x {m.streaming.chunk_multiple} "
               f"samples" if m.streaming else "none (the student is not causal)")
+    if m.decoder is not None:
+        d = m.decoder.settings
+        decoding = (f"the `{d.output}` output (phone CTC, spelled by `{m.decoder.lexicon.file}`) decoded through the "
+                    f"context's grammar (blank penalty {d.blank_penalty:g}, beam {d.beam}), the best of its {d.nbest} "
+                    f"sentences by path score + {d.heads_weight:g} x the heads' log-probability; accepted when its "
+                    f"confidence reaches the threshold and the heads' 1 - P(not understood) reaches {d.gate:.4f}")
+    else:
+        decoding = "the heads: each head's most likely label, accepted when the least sure one reaches the threshold"
     metrics = "\n".join(f"| {k} | {v} |" for k, v in m.metrics.items()) or "| (none given) | |"
     tables = "\n\n".join(f"## {title}\n\n{table.strip()}" for title, table in card_tables.items())
     return f"""# {m.name} {m.version}
@@ -113,6 +125,7 @@ everything else.
 | intents | {", ".join(f"`{i}`" for i in m.layout.intents[1:])} (+ not understood) |
 | slots | {slots} |
 | streaming | {stream} |
+| decoding | {decoding} |
 | decision threshold | {m.threshold} |
 | teacher | `{json.dumps(m.teacher, sort_keys=True)}` |
 | recipe | `{json.dumps(m.recipe, sort_keys=True)}` |
@@ -156,6 +169,7 @@ def write_bundle(
     max_seconds: float = 10.0,
     overwrite: bool = False,
     drop_mismatched: bool = False,
+    decoder: GrammarSettings | None = None,
 ) -> Path:
     """Export ``student`` into a verified bundle at ``out_dir`` and return its path.
 
@@ -165,6 +179,11 @@ def write_bundle(
     its expectation is a BundleError, or with ``drop_mismatched`` is left out of the bundle
     (logged; a BundleError if none is left). ``calibration_clips`` feed static quantization (corpus
     clips in real use). ``card_tables`` maps section titles to markdown tables for the card.
+
+    ``decoder``: decode the student's phone CTC head through the context's grammar on the hub
+    (``threshold`` is then the grammar decoder's, ``decoder.gate`` the heads'); the bundle gets
+    ``lexicon.json`` and the graphs a ``ctc`` output. None: the heads decide alone, and a CTC head
+    the student has is not exported.
     """
     out = Path(out_dir)
     name = name or out.name
@@ -176,6 +195,12 @@ def write_bundle(
         raise ConfigError(f"threshold: expected a number in [0, 1], got {threshold}")
     if not samples:
         raise ConfigError("samples: a bundle needs at least one self-test clip")
+    if decoder is not None and (student.ctc_head is None or not student.ctc_lexicon):
+        raise ConfigError("decoder: the student has no phone CTC head to decode (train with train.ctc > 0 and "
+                          "train.ctc_units 'phones')")
+    if decoder is None and student.ctc_head is not None:
+        student = copy.deepcopy(student)
+        student.ctc_head, student.ctc_lexicon = None, None
     if out.exists() and not overwrite:
         raise BundleError(f"{out}: already exists (pass overwrite=True to replace it)")
     context = load_context(context_path)
@@ -189,7 +214,7 @@ def write_bundle(
                threshold=threshold, samples=samples, calibration_clips=calibration_clips,
                teacher_info=dict(teacher_info or {}), recipe=dict(recipe or {}), metrics=dict(metrics or {}),
                card_tables=dict(card_tables or {}), quantize=quantize, keep_fp32=keep_fp32,
-               max_samples=int(round(max_seconds * SAMPLE_RATE)), drop_mismatched=drop_mismatched)
+               max_samples=int(round(max_seconds * SAMPLE_RATE)), drop_mismatched=drop_mismatched, decoder=decoder)
         load_bundle(tmp, self_test=True)
         for path in [tmp, *tmp.rglob("*")]:  # mkdtemp and write_wav create owner-only files
             path.chmod(0o755 if path.is_dir() else 0o644)
@@ -211,7 +236,7 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
            threshold: float, samples: Sequence[tuple[np.ndarray, Mapping[str, Any] | None]],
            calibration_clips: Sequence[np.ndarray], teacher_info: dict[str, Any], recipe: dict[str, Any],
            metrics: dict[str, Any], card_tables: dict[str, str], quantize: str, keep_fp32: bool,
-           max_samples: int, drop_mismatched: bool) -> None:
+           max_samples: int, drop_mismatched: bool, decoder: GrammarSettings | None) -> None:
     outputs = output_names(layout)
     audios = [np.asarray(audio, np.float32).reshape(-1) for audio, _ in samples]
     fp32 = tmp / "model.fp32.onnx"
@@ -226,11 +251,17 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
         streaming = StreamingSpec(FileRef("model_stream.onnx", sha256_file(tmp / "model_stream.onnx")), CHUNK_INPUT,
                                   spec.chunk_multiple, spec.outputs,
                                   tuple(StateSpec(s["input"], s["output"], tuple(s["shape"]), s["init"])
-                                        for s in spec.states))
+                                        for s in spec.states), ctc_output=spec.ctc_output)
     else:
         _LOGGER.info("No streaming model: the student's frontend is not causal")
     context_file = tmp / "context.yaml"
     context_file.write_bytes(context_path.read_bytes())
+    decoder_spec = None
+    if decoder is not None:
+        lexicon_file = tmp / "lexicon.json"
+        lexicon_file.write_text(json.dumps(student.ctc_lexicon, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        decoder_spec = DecoderSpec(FileRef(lexicon_file.name, sha256_file(lexicon_file)),
+                                   replace(decoder, output=CTC_OUTPUT))
     sample_refs = []
     for i, (audio, expected) in enumerate(zip(audios, [e for _, e in samples], strict=True)):
         label = (expected or {}).get("intent") or ("not_understood" if expected else "sample")
@@ -241,7 +272,7 @@ def _build(tmp: Path, *, name: str, version: str, student: Student, layout: Head
         name=name, version=version, model=FileRef("model.onnx", sha256_file(model)), precision=_PRECISION[quantize],
         input=AUDIO_INPUT, outputs=tuple(outputs), layout=layout, threshold=threshold,
         context=FileRef("context.yaml", sha256_file(context_file)), min_samples=MIN_SAMPLES,
-        max_samples=max_samples, streaming=streaming,
+        max_samples=max_samples, streaming=streaming, decoder=decoder_spec,
         reference_model=FileRef(fp32.name, sha256_file(fp32)),
         teacher=teacher_info, recipe=recipe, metrics=metrics, created=utc_timestamp(),
         hubvoice_version=__version__,
