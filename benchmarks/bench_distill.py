@@ -6,10 +6,14 @@
 Trains the teacher (``--teacher whisper``: heads on the frozen Whisper encoder;
 ``--teacher scratch``: the from-scratch transformer baseline, distill/teachers/scratch.py),
 then the same student (same steps, data and seeds) with hard labels only, with output KD,
-and with output + feature KD; evaluates each on the corpus's held-out test voices (clean,
-15 dB, 6 dB SNR of household/babble/colored noise) and, when --real is given, on real
-recordings (FSDD digits: never trained on). Prints markdown tables and writes results.json.
-A benchmark, not a test.
+and with output + feature KD (and, with ``--variants kd+phctc``, output KD + a phone CTC head);
+evaluates each on the corpus's held-out test voices (clean, 15 dB, 6 dB SNR of
+household/babble/colored noise) and, when --real is given, on real recordings (FSDD digits:
+never trained on). Metric: command acceptance at threshold 0. The phone CTC student is also
+decoded through the context's grammar (:mod:`distill.decoding`, the default preset's decoder
+settings): its best sentence, rejected where its own heads reject (their arg-max is "not
+understood"), no other threshold. Prints markdown tables and writes results.json. A benchmark,
+not a test.
 """
 
 from __future__ import annotations
@@ -26,13 +30,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from assistant.context import load_context
+from assistant.context import Context, load_context
 from assistant.decode import HeadLayout
+from assistant.grammar import GrammarGraph, Lexicon, grammar_decision
+from distill import decoding
+from distill.build import PRESETS
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
-from distill.distillation import StudentRecipe, evaluate_student, train_student
-from distill.evaluate import format_table
+from distill.distillation import StudentRecipe, evaluate_student, student_probs, train_student
+from distill.evaluate import decide_all, format_table, score
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
-from distill.nets.student import StudentConfig
+from distill.nets.student import Student, StudentConfig
+from distill.phones import make_lexicon
 from distill.teach import TeacherConfig, train_teacher
 from distill.teachers.base import Teacher
 from distill.teachers.scratch import (
@@ -43,7 +51,29 @@ from distill.teachers.scratch import (
 )
 from distill.train import TrainConfig
 
-VARIANTS = {"hard": (1.0, 0.0, 0.0), "kd": (0.5, 1.0, 0.0), "kd+feat": (0.5, 1.0, 1.0)}
+VARIANTS = {"hard": (1.0, 0.0, 0.0), "kd": (0.5, 1.0, 0.0), "kd+feat": (0.5, 1.0, 1.0), "kd+phctc": (0.5, 1.0, 0.0)}
+"""(alpha, beta, gamma) per variant; ``kd+phctc`` also trains a phone CTC head (weight 5, as the default preset)
+and is scored twice: by its heads, and decoded through the grammar (see ``grammar_row``)."""
+
+
+def grammar_row(model: Student, ctx: Context, layout: HeadLayout, conditions: dict[str, ClipSet],
+                 heads_row: dict[str, Any], procs: int) -> dict[str, Any]:
+    """The phone CTC student decoded through the grammar: its best sentence, rejected where its heads reject."""
+    settings = PRESETS["default"].decoder
+    assert settings is not None and model.ctc_lexicon is not None
+    graph = GrammarGraph.from_lexicon(ctx, Lexicon.from_dict(model.ctc_lexicon))
+    row = {**heads_row, "variant": f"{heads_row['variant']} through the grammar"}
+    seconds: list[float] = []
+    for name, clips in conditions.items():
+        probs = student_probs(model, clips)
+        decoded = decoding.decode_all(graph, decoding.ctc_log_probs(model, clips), settings, procs=procs)
+        seconds += [d[3] for d in decoded]
+        cands = decoding.candidates(layout, probs, decoded, settings.heads_weight)
+        heads = decide_all(layout, probs[0], probs[1:])
+        decisions = [grammar_decision(c, 0.0, 0.0) if h.understood else h for c, h in zip(cands, heads, strict=True)]
+        row[name] = score(clips.references, decisions, layout=layout).command_acceptance
+    row["decode_ms_p50"] = float(np.median(seconds) * 1000) if seconds else None
+    return row
 
 
 def main() -> None:
@@ -118,23 +148,31 @@ def main() -> None:
     for variant in args.variants:
         alpha, beta, gamma = VARIANTS[variant]
         for seed in args.seeds:
+            phones = variant == "kd+phctc"
             recipe = StudentRecipe(
                 student=StudentConfig(channels=args.channels, stem=args.stem,
                                       frontend=replace(StudentConfig().frontend, f_max=args.f_max)),
                 train=TrainConfig(steps=args.student_steps, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
-                                  seed=seed, alpha=alpha, beta=beta, gamma=gamma, temperature=2.0),
+                                  seed=seed, alpha=alpha, beta=beta, gamma=gamma, temperature=2.0,
+                                  ctc=5.0 if phones else 0.0, ctc_units="phones"),
                 copies=args.student_copies,
                 max_seconds=args.max_seconds,
             )
+            lexicon = make_lexicon([*ctx.vocabulary(), *(r.text for r in train.references if r.text)]) if phones else None
             t0 = time.time()
             model, _ = train_student(train, val, layout, recipe, args.out / f"student-{variant}-s{seed}",
-                                     teacher=teacher, teacher_window_s=args.window, cache_dir=cache, progress=False)
+                                     teacher=teacher, teacher_window_s=args.window, cache_dir=cache, progress=False,
+                                     lexicon=lexicon)
             row: dict[str, Any] = {"variant": variant, "seed": seed, "params": count_parameters(model),
                                    "macs_per_s": macs_per_second(model), "train_seconds": round(time.time() - t0)}
             for name, clips in conditions.items():
                 row[name] = evaluate_student(model, layout, clips).command_acceptance
             results["students"][f"{variant}/s{seed}"] = row
             print(json.dumps(row))
+            if phones:
+                results["students"][f"{variant} through the grammar/s{seed}"] = grammar_row(
+                    model, ctx, layout, conditions, row, args.threads)
+                print(json.dumps(results["students"][f"{variant} through the grammar/s{seed}"]))
             (args.out / "results.json").write_text(json.dumps(results, indent=2))
 
     cond = list(conditions)

@@ -23,7 +23,7 @@ heads; the heads' row is the shipped decoding of the same student, calibrated by
 
 Reported per condition: commands right at threshold 0 and at the threshold, wrong actions,
 other false accepts, near misses accepted; and the decoder's time per clip (one process).
-Decoded candidates are cached next to the checkpoint (``<checkpoint>.grammar-*.pkl``), keyed by
+Decoded candidates are cached next to the checkpoint (``<checkpoint>.grammar-min-*.pkl``; the minimized graph of 2026-12-07 session 12), keyed by
 condition, extra negatives, beam and penalty. A benchmark, not a test.
 """
 
@@ -34,9 +34,8 @@ import json
 import logging
 import math
 import pickle
-import time
 from collections.abc import Sequence
-from multiprocessing import Pool
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,12 +44,12 @@ import torch
 
 from assistant.context import load_context
 from assistant.decode import HeadLayout
-from assistant.grammar import GrammarGraph, Lexicon
+from assistant.grammar import Candidate, GrammarGraph, GrammarSettings, Lexicon, heads_log_prob
 from distill.build import OTHER_NEGATIVES, PRESETS, extra_negatives
 from distill.data import ClipSet, load_corpus, with_noise
+from distill.decoding import Decoded, calibrate, calibrate_gated, candidates, ctc_log_probs, decode_all, rates
 from distill.distillation import student_probs
 from distill.evaluate import (
-    Reference,
     calibrate_threshold,
     decide_all,
     format_table,
@@ -61,26 +60,9 @@ from distill.export import load_student
 from distill.nets.student import Student
 from distill.train import load_checkpoint
 
-Candidate = tuple[str, dict[str, str], float]  # intent, slots, path score
-Decoded = tuple[int, float, list[Candidate], float]  # steps, unconstrained best score, candidates, seconds
-Pick = tuple[str, dict[str, str], float, float] | None  # intent, slots, confidence, heads' 1 - P(not understood)
 
-_GRAPH: GrammarGraph | None = None
-_BEAM = 1000
-
-
-def _decode(item: tuple[np.ndarray, float]) -> Decoded:
-    lp, penalty = item
-    assert _GRAPH is not None
-    started = time.perf_counter()
-    hyps = _GRAPH.decode(lp, beam=_BEAM, blank_penalty=penalty)
-    seconds = time.perf_counter() - started
-    free = float(np.maximum(lp[:, 0] - penalty, lp[:, 1:].max(axis=1)).sum())  # best path, grammar or not
-    return len(lp), free, [(h.intent, h.slots, h.score) for h in hyps], seconds
-
-
-def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, torch.nn.Linear, Lexicon]:
-    """The student, its CTC head and the lexicon its head spells (from the checkpoint or ``lexicon_file``)."""
+def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, Lexicon]:
+    """The student with its CTC head, and the lexicon its head spells (from the checkpoint or ``lexicon_file``)."""
     ckpt = load_checkpoint(path)
     if not ckpt.get("ctc_head"):
         raise SystemExit(f"{path}: no CTC head (train with train.ctc > 0 and train.ctc_units 'phones')")
@@ -90,94 +72,36 @@ def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, to
     if not data:
         raise SystemExit(f"{path}: its CTC head spells characters or has no lexicon; give --lexicon")
     lexicon = Lexicon.from_dict(data)
-    classes = ckpt["ctc_head"]["weight"].shape[0]
+    classes, channels = ckpt["ctc_head"]["weight"].shape
     if classes != len(lexicon.units) + 1:
         raise SystemExit(f"{path}: the CTC head has {classes} classes, the lexicon {len(lexicon.units)} units + blank")
     student, _ = load_student(path)
-    head = torch.nn.Linear(student.cfg.channels, classes)
+    head = torch.nn.Linear(channels, classes)
     head.load_state_dict(ckpt["ctc_head"])
-    return student.eval(), head.eval(), lexicon
-
-
-@torch.no_grad()
-def ctc_log_probs(student: Student, head: torch.nn.Linear, clips: ClipSet) -> list[np.ndarray]:
-    out = []
-    for audio in clips.audio:
-        _, feats = student.forward_features(torch.from_numpy(audio).unsqueeze(0))
-        out.append(torch.log_softmax(head(feats[0]), dim=-1).numpy())
-    return out
-
-
-def heads_log_prob(layout: HeadLayout, probs: Sequence[np.ndarray], k: int, intent: str, slots: dict[str, str]) -> float:
-    i, values = layout.encode(intent, slots)
-    return float(np.log(probs[0][k, i] + 1e-9) + sum(np.log(probs[1 + h][k, j] + 1e-9) for h, j in enumerate(values)))
+    student.attach_ctc(head.eval(), lexicon.to_dict())
+    return student.eval(), lexicon
 
 
 def pick(layout: HeadLayout, probs: Sequence[np.ndarray], decoded: Sequence[Decoded], weight: float,
-         confidence: str) -> list[Pick]:
-    picks: list[Pick] = []
-    for k, (steps, free, cands, _) in enumerate(decoded):
-        if not cands:
-            picks.append(None)
+         confidence: str) -> list[Candidate | None]:
+    """Each clip's best sentence; ``free``: the hub's confidence (:func:`assistant.grammar.choose`), ``margin``:
+    its total's lead over the next sentence's."""
+    cands = candidates(layout, probs, decoded, weight)
+    if confidence == "free":
+        return cands
+    out: list[Candidate | None] = []
+    for k, (c, (_, _, found, _)) in enumerate(zip(cands, decoded, strict=True)):
+        if c is None:
+            out.append(None)
             continue
-        totals = [c[2] + (weight * heads_log_prob(layout, probs, k, c[0], c[1]) if weight else 0.0) for c in cands]
-        order = np.argsort(totals)[::-1]
-        best = cands[order[0]]
-        if confidence == "free":
-            conf = (best[2] - free) / steps
-        else:
-            conf = totals[order[0]] - totals[order[1]] if len(cands) > 1 else math.inf
-        picks.append((best[0], best[1], conf, float(1.0 - probs[0][k, 0])))
-    return picks
-
-
-def rates(refs: Sequence[Reference], picks: Sequence[Pick], threshold: float,
-          gate: float = -math.inf) -> dict[str, float]:
-    def taken(p: Pick) -> bool:
-        return p is not None and p[2] >= threshold and p[3] >= gate
-
-    commands = [(r, p) for r, p in zip(refs, picks, strict=True) if r.is_command]
-    right = [taken(p) and p is not None and (p[0], p[1]) == (r.intent, r.slots) for r, p in commands]
-    wrong = [taken(p) and not ok for (r, p), ok in zip(commands, right, strict=True)]
-    other = [taken(p) for r, p in zip(refs, picks, strict=True) if r.kind in OTHER_NEGATIVES]
-    near = [taken(p) for r, p in zip(refs, picks, strict=True) if r.kind == "near_miss"]
-    return {"right": float(np.mean(right)), "wrong": float(np.mean(wrong)),
-            "other FAR": float(np.mean(other)) if other else 0.0, "near": float(np.mean(near)) if near else 0.0}
-
-
-def calibrate(refs: Sequence[Reference], picks: Sequence[Pick], target_far: float, target_wrong: float,
-              gate: float = -math.inf) -> float:
-    """The smallest threshold meeting both targets on ``refs`` (both rates only fall as it rises)."""
-    confs = sorted({p[2] for p in picks if p is not None})
-    candidates = [-math.inf, *(float(np.nextafter(c, math.inf)) for c in confs)]
-    lo, hi = 0, len(candidates) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        r = rates(refs, picks, candidates[mid], gate)
-        if r["other FAR"] <= target_far and r["wrong"] <= target_wrong:
-            hi = mid
-        else:
-            lo = mid + 1
-    return candidates[lo]
-
-
-def calibrate_gated(refs: Sequence[Reference], picks: Sequence[Pick], target_far: float,
-                    target_wrong: float) -> tuple[float, float]:
-    """(threshold, gate) meeting both targets with the most commands right on ``refs``: for each gate on a
-    grid of the heads' acceptance (0 and its 1st..99th percentiles over the clips), the smallest threshold."""
-    gates = np.array([p[3] for p in picks if p is not None])
-    grid = [-math.inf, *sorted({float(g) for g in np.percentile(gates, np.arange(1, 100))})]
-    best = (-1.0, -math.inf, -math.inf)
-    for gate in grid:
-        t = calibrate(refs, picks, target_far, target_wrong, gate)
-        r = rates(refs, picks, t, gate)
-        if r["other FAR"] <= target_far and r["wrong"] <= target_wrong and r["right"] > best[0]:
-            best = (r["right"], t, gate)
-    return best[1], best[2]
+        heads = [h[k] for h in probs]
+        totals = sorted((score + (weight * heads_log_prob(layout, heads, i, sl) if weight else 0.0)
+                         for i, sl, score in found), reverse=True)
+        out.append(replace(c, confidence=totals[0] - totals[1] if len(totals) > 1 else math.inf))
+    return out
 
 
 def main() -> None:
-    global _GRAPH, _BEAM
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", required=True, type=Path)
     ap.add_argument("--context", required=True)
@@ -201,8 +125,8 @@ def main() -> None:
     preset = PRESETS[args.preset]
     if preset.target_wrong is None or preset.far_kinds is None:
         raise SystemExit(f"preset {args.preset}: this benchmark calibrates for far_kinds and target_wrong")
-    student, head, lexicon = load_ctc_student(args.checkpoint, args.lexicon)
-    _GRAPH, _BEAM = GrammarGraph.from_lexicon(ctx, lexicon), args.beam
+    student, lexicon = load_ctc_student(args.checkpoint, args.lexicon)
+    graph = GrammarGraph.from_lexicon(ctx, lexicon)
     val = load_corpus(args.build / "corpus", layout, splits=("val",))
     test = load_corpus(args.build / "corpus", layout, splits=("test",))
     if args.extra_negatives:
@@ -221,14 +145,14 @@ def main() -> None:
         decoded: dict[float, list[Decoded]] = {}
         lps: list[np.ndarray] | None = None
         for penalty in args.blank_penalty:
-            cache = Path(f"{args.checkpoint}.grammar-{name.replace(' ', '_')}-x{args.extra_negatives}"
+            cache = Path(f"{args.checkpoint}.grammar-min-{name.replace(' ', '_')}-x{args.extra_negatives}"
                          f"-b{args.beam}-p{penalty:g}.pkl")
             if cache.is_file():
                 decoded[penalty] = pickle.loads(cache.read_bytes())  # our own file, written below
                 continue
-            lps = lps if lps is not None else ctc_log_probs(student, head, clips)
-            with Pool(args.procs) as pool:
-                decoded[penalty] = pool.map(_decode, [(lp, penalty) for lp in lps], chunksize=8)
+            lps = lps if lps is not None else ctc_log_probs(student, clips)
+            settings = GrammarSettings(blank_penalty=penalty, beam=args.beam)
+            decoded[penalty] = decode_all(graph, lps, settings, procs=args.procs)
             cache.write_bytes(pickle.dumps(decoded[penalty]))
         results[name] = (clips, probs, decoded)
         logging.info("%s: %d clips", name, len(clips))
@@ -240,16 +164,20 @@ def main() -> None:
             for confidence, gated in (("free", False), ("margin", False), ("free", True), ("margin", True)):
                 picks = {n: pick(layout, r[1], r[2][penalty], weight, confidence) for n, r in results.items()}
                 if gated:
-                    t, g = calibrate_gated(refs_val, picks["val"], preset.target_far, preset.target_wrong)
+                    t, g = calibrate_gated(refs_val, picks["val"], preset.target_far, preset.target_wrong,
+                                           preset.far_kinds)
                 else:
-                    t, g = calibrate(refs_val, picks["val"], preset.target_far, preset.target_wrong), -math.inf
+                    t = calibrate(refs_val, picks["val"], preset.target_far, preset.target_wrong,
+                                  far_kinds=preset.far_kinds)
+                    g = -math.inf
                 row: dict[str, Any] = {"decoder": f"grammar, blank penalty {penalty:g}, conf {confidence}"
                                                   + (" + heads' gate" if gated else "")
                                                   + (f", + {weight:g} x heads" if weight else ""),
                                        "threshold": f"{t:.4f}" + (f" / {g:.4f}" if gated else "")}
                 for n, r in results.items():
                     row[f"{n} right @0"] = rates(r[0].references, picks[n], -math.inf)["right"]
-                    row.update({f"{n} {k}": v for k, v in rates(r[0].references, picks[n], t, g).items()})
+                    row.update({f"{n} {k}": v for k, v in rates(r[0].references, picks[n], t, g,
+                                                                 preset.far_kinds).items()})
                 rows.append(row)
     pv = results["val"][1]
     cal = calibrate_threshold(layout, pv[0], pv[1:], refs_val, target_far=preset.target_far,
@@ -273,7 +201,7 @@ def main() -> None:
         seconds = np.array([d[3] for r in results.values() for d in r[2][penalty]])
         print(f"\ndecoder time per clip, blank penalty {penalty:g}: p50 {np.median(seconds) * 1000:.0f} ms, "
               f"p95 {np.percentile(seconds, 95) * 1000:.0f} ms over {len(seconds)} clips "
-              f"({_GRAPH.size[1]} word arcs, beam {args.beam})")
+              f"({graph.size[1]} word arcs, beam {args.beam})")
 
 
 if __name__ == "__main__":

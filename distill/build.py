@@ -27,13 +27,16 @@ import numpy as np
 import torch
 
 from assistant.context import Context, load_context
-from assistant.decode import HeadLayout
+from assistant.decode import Decision, HeadLayout
 from assistant.errors import ConfigError
+from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon
+from distill import decoding
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
-from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, format_table
+from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, decide_all, format_table, score
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
+from distill.phones import make_lexicon
 from distill.synth import SynthConfig, synthesize_corpus
 from distill.teach import TeacherConfig, probs_metrics, train_teacher
 from distill.teachers.neural import CacheUse, cache_use
@@ -60,6 +63,10 @@ class Preset:
     far_kinds: tuple[str, ...] | None = None
     """The negative kinds ``target_far`` counts (e.g. out_of_domain, noise, silence: leave the near misses,
     which sound like commands, to the wrong-action target or to none). None: every kind."""
+    decoder: GrammarSettings | None = None
+    """Decode the student's phone CTC head through the context's grammar (the student must train one:
+    ``train.ctc > 0``, ``ctc_units`` 'phones'); its threshold and the heads' gate are calibrated for the
+    same targets (:func:`distill.decoding.calibrate_gated`; needs ``target_wrong``). None: the heads decide."""
 
 
 OTHER_NEGATIVES = ("out_of_domain", "noise", "silence")
@@ -87,9 +94,13 @@ PRESETS: dict[str, Preset] = {
         student=StudentRecipe(student=StudentConfig(channels=96),
                               train=TrainConfig(steps=8000, batch_size=64, lr=3e-3, warmup=150, eval_every=500,
                                                 alpha=0.5, beta=1.0, gamma=0.0, time_masks=2, time_mask_frames=12,
-                                                freq_masks=2, freq_mask_bins=6, time_stretch=0.1, freq_warp=0.1),
+                                                freq_masks=2, freq_mask_bins=6, time_stretch=0.1, freq_warp=0.1,
+                                                ctc=5.0, ctc_units="phones"),
                               copies=1, max_seconds=5.0),
         far_kinds=OTHER_NEGATIVES, target_wrong=0.05,
+        # measured on validation (docs/BENCHMARKS.md, "Phone CTC decoded through the grammar"): blank penalty 2
+        # beat 3 and 4; the heads' log-probability at weight 0.5 helps choose among the decoder's sentences
+        decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5),
     ),
     "large": Preset(
         utterances=60000,
@@ -97,9 +108,9 @@ PRESETS: dict[str, Preset] = {
                                                                           warmup=200, eval_every=500)),
         student=StudentRecipe(student=StudentConfig(channels=128),
                               train=TrainConfig(steps=8000, batch_size=128, lr=3e-3, warmup=300, eval_every=1000,
-                                                alpha=0.5, beta=1.0, gamma=0.0),
+                                                alpha=0.5, beta=1.0, gamma=0.0, ctc=5.0, ctc_units="phones"),
                               copies=2, max_seconds=5.0),
-        far_kinds=OTHER_NEGATIVES, target_wrong=0.05,
+        far_kinds=OTHER_NEGATIVES, target_wrong=0.05, decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5),
     ),
 }
 
@@ -169,6 +180,8 @@ class BuildReport:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     found: dict[str, str] = field(default_factory=dict)
     """Per stage, what it took from the work folder instead of making it (:func:`reuse_note`)."""
+    decode_s: list[float] = field(default_factory=list)
+    """The grammar decoder's search time per clip (presets with a ``decoder``)."""
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -183,15 +196,34 @@ class BuildReport:
                          self.peak_rss_mb[name])
 
 
-def threshold_note(p: Preset, threshold: float, teacher_threshold: float) -> str:
+def threshold_note(p: Preset, threshold: float, teacher_threshold: float, gate: float | None = None) -> str:
     """The card's sentence on what the thresholds were set for and what the FAR columns count."""
     kinds = "all" if p.far_kinds is None else ", ".join(p.far_kinds)
     wrong = "" if p.target_wrong is None else (f" and at most {p.target_wrong:.0%} of the validation commands "
                                                f"accepted with a wrong intent or slot")
-    return (f"Thresholds (student {threshold:.4f}, teacher {teacher_threshold:.4f}) set on validation for at most "
+    student = (f"student {threshold:.4f}" if gate is None else
+               f"student: grammar decoder's confidence {threshold:.4f} and heads' gate {gate:.4f}")
+    return (f"Thresholds ({student}, teacher {teacher_threshold:.4f}) set on validation for at most "
             f"{p.target_far:.0%} false accepts of the negatives of kinds {kinds}{wrong}. *FAR* counts every "
             f"negative, near misses included; *commands right* counts the commands alone (intent and every slot "
             f"right, accepted). Acceptance also counts each rejected negative as right.")
+
+
+def decode_note(seconds: Sequence[float]) -> str:
+    """The card's sentence on the grammar decoder's search time in this build (empty without one)."""
+    if not seconds:
+        return ""
+    ms = np.asarray(seconds) * 1000.0
+    return (f"\n\nThe grammar decoder's search took p50 {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms per "
+            f"clip in this build ({len(ms):,} clips, Python, one process per core, on the build machine; on top of "
+            f"the network's run).")
+
+
+def _percentiles(seconds: Sequence[float]) -> dict[str, float] | None:
+    if not seconds:
+        return None
+    ms = np.asarray(seconds) * 1000.0
+    return {"p50": round(float(np.median(ms)), 1), "p95": round(float(np.percentile(ms, 95)), 1), "clips": len(ms)}
 
 
 def _summary(m: Metrics) -> dict[str, Any]:
@@ -200,7 +232,7 @@ def _summary(m: Metrics) -> dict[str, Any]:
             "false_accept_rate": m.false_accept_rate, "false_reject_rate": m.false_reject_rate, "n": m.n}
 
 
-def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], threshold: float,
+def _pick_samples(test: ClipSet, decisions: Sequence[Decision], threshold: float,
                   per_intent: int = 1, negatives: int = 1) -> list[tuple[np.ndarray, dict[str, Any]]]:
     """Clips from held-out voices the student gets right: one per intent and a negative.
 
@@ -210,9 +242,8 @@ def _pick_samples(layout: HeadLayout, test: ClipSet, probs: list[np.ndarray], th
     the bundle keeps only the samples its int8 model decides the same way, and a command right at the
     threshold of a strict calibration can fall below it after quantization.
     """
-    from distill.evaluate import decide_all, is_correct
+    from distill.evaluate import is_correct
 
-    decisions = decide_all(layout, probs[0], probs[1:], threshold=threshold)
     margin = min(1.0, threshold + 0.25 * (1.0 - threshold))
     chosen: list[tuple[np.ndarray, dict[str, Any]]] = []
     seen: dict[str | None, int] = {}
@@ -327,6 +358,10 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         raise ConfigError(f"calibration_negatives: expected a count >= 0, got {calibration_negatives}")
     if p.target_wrong is not None and not 0.0 <= p.target_wrong <= 1.0:
         raise ConfigError(f"target_wrong: expected a rate in [0, 1], got {p.target_wrong}")
+    if p.decoder is not None and (p.target_wrong is None or p.student.train.ctc <= 0
+                                  or p.student.train.ctc_units != "phones"):
+        raise ConfigError("preset.decoder: the grammar decoder needs a phone CTC head (student train.ctc > 0, "
+                          "ctc_units 'phones') and a target_wrong to calibrate for")
     ctx = load_context(context_path)  # a malformed context fails here, before any work
     layout = HeadLayout.from_context(ctx)
     out = Path(out_dir)
@@ -375,17 +410,41 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         before = len(use.found), len(use.encoded)
         with report.stage("student"):
             recipe = replace(p.student, train=replace(p.student.train, seed=seed))
+            lexicon = None
+            if recipe.train.ctc > 0 and recipe.train.ctc_units == "phones":
+                # spells every word the grammar can hear, and the training transcripts (CTC targets)
+                lexicon = make_lexicon([*ctx.vocabulary(), *(r.text for r in train.references if r.text)])
             student, _ = train_student(train, fit_val, layout, recipe, root / "student", teacher=teacher,
-                                       teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress)
+                                       teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress,
+                                       lexicon=lexicon)
         more = (len(use.found), len(use.encoded)) != before
         report.found["student"] = (_encoded(use, before) + "; " if more else "") + _resumed(
             "student", had_student, recipe.train.steps)
         from_scratch = not reused_clips and not use.found and had_teacher is None and had_student is None
+    graph = None
+    if p.decoder is not None:
+        assert student.ctc_lexicon is not None  # train_student attached the phone head it trained
+        graph = GrammarGraph.from_lexicon(ctx, Lexicon.from_dict(student.ctc_lexicon))
+    procs = max(1, min(2, os.cpu_count() or 1))
+
+    def grammar_candidates(clips: ClipSet, probs: list[np.ndarray]) -> list[Any]:
+        assert graph is not None and p.decoder is not None
+        decoded = decoding.decode_all(graph, decoding.ctc_log_probs(student, clips), p.decoder, procs=procs)
+        report.decode_s.extend(d[3] for d in decoded)
+        return decoding.candidates(layout, probs, decoded, p.decoder.heads_weight)
+
+    gate = 0.0
     with report.stage("calibrate"):
         val_probs = student_probs(student, val)
-        cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far,
-                                  target_wrong=p.target_wrong, far_kinds=p.far_kinds)
-        threshold = min(1.0, cal.threshold)
+        if p.decoder is None:
+            cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far,
+                                      target_wrong=p.target_wrong, far_kinds=p.far_kinds)
+            threshold = min(1.0, cal.threshold)
+        else:
+            assert p.target_wrong is not None
+            val_cands = grammar_candidates(val, val_probs)
+            threshold, gate = decoding.manifest_thresholds(*decoding.calibrate_gated(
+                val.references, val_cands, p.target_far, p.target_wrong, p.far_kinds))
         # The teacher at the same false-accept (and wrong-action) target, calibrated the same way: its
         # threshold-0 number lets through a quarter of the out-of-context clips, so it is not the student's peer.
         t_val = tprobs["val"]
@@ -394,11 +453,15 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         t_threshold = min(1.0, t_cal.threshold)
     with report.stage("evaluate"):
         rows = []
-        test_probs = {}
+        decided: dict[str, list[Decision]] = {}
         for name, clips in {"val": val, **conditions}.items():
             probs = student_probs(student, clips)
-            test_probs[name] = probs
-            s = probs_metrics(layout, probs, clips, threshold)
+            if p.decoder is None:
+                decided[name] = decide_all(layout, probs[0], probs[1:], threshold=threshold)
+            else:
+                cands = val_cands if name == "val" else grammar_candidates(clips, probs)
+                decided[name] = decoding.decisions(cands, threshold, gate)
+            s = score(clips.references, decided[name], layout=layout)
             t = probs_metrics(layout, tprobs[name], clips, t_threshold)
             report.metrics[name] = {"student": _summary(s), "teacher": _summary(tmetrics[name]),
                                     "teacher_calibrated": _summary(t)}
@@ -407,7 +470,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                          "student at its threshold": s.command_acceptance, "student FAR": s.false_accept_rate,
                          "teacher commands right": t.commands_right, "student commands right": s.commands_right})
     with report.stage("export"):
-        samples = _pick_samples(layout, test, test_probs["test clean"], threshold)
+        samples = _pick_samples(test, decided["test clean"], threshold)
         enc_params, enc_macs = whisper_encoder_cost(teacher.head.cfg.d_in, tcfg.window_s)
         cost = {"teacher_params": enc_params + count_parameters(teacher.head), "teacher_macs_per_s": enc_macs,
                 "student_params": count_parameters(student), "student_macs_per_s": macs_per_second(student)}
@@ -417,7 +480,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                        "student at its threshold", "student FAR", "teacher commands right", "student commands right"],
                 percent=["teacher, no rejection", "teacher at its threshold", "teacher FAR", "student at its threshold",
                          "student FAR", "teacher commands right", "student commands right"])
-            + "\n\n" + threshold_note(p, threshold, t_threshold),
+            + "\n\n" + threshold_note(p, threshold, t_threshold, gate if p.decoder is not None else None)
+            + decode_note(report.decode_s),
             "Size": format_table([{"model": "teacher (Whisper base encoder + heads)",
                                    "params": cost["teacher_params"], "MMACs/s": enc_macs / 1e6},
                                   {"model": "student", "params": cost["student_params"],
@@ -445,17 +509,21 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                          report.metrics["test clean"]["teacher"]["command_acceptance"], 4),
                      "teacher_test_clean_acceptance_at_its_threshold": round(
                          report.metrics["test clean"]["teacher_calibrated"]["command_acceptance"], 4),
-                     "threshold": round(threshold, 4), "teacher_threshold": round(t_threshold, 6), **cost},
+                     "threshold": round(threshold, 4), "teacher_threshold": round(t_threshold, 6), **cost,
+                     **({"gate": round(gate, 4)} if p.decoder is not None else {})},
             card_tables=tables, overwrite=overwrite,
+            decoder=replace(p.decoder, gate=gate) if p.decoder is not None else None,
         )
         # only the samples the shipped (int8) model gets right: a sample is a command and its meaning
         bundle = write_bundle(out, **bundle_args, drop_mismatched=True)
     report.stages_s["total"] = round(time.time() - started, 1)
     report.peak_rss_mb["total"] = peak_rss_mb()
     (root / "build.json").write_text(json.dumps({"stages_s": report.stages_s, "peak_rss_mb": report.peak_rss_mb,
+                                                 "decode_ms": _percentiles(report.decode_s),
                                                  "from_the_work_folder": report.found, "from_scratch": from_scratch,
                                                  "metrics": report.metrics,
-                                                 "thresholds": {"student": threshold, "teacher": t_threshold},
+                                                 "thresholds": {"student": threshold, "teacher": t_threshold,
+                                                                **({"gate": gate} if p.decoder else {})},
                                                  "machine": f"{platform.machine()} {torch.get_num_threads()} threads"},
                                                 indent=2))
     print(tables["Command acceptance (held-out voices)"])

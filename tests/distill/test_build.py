@@ -6,14 +6,18 @@ import importlib.util
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from assistant.bundle import load_bundle  # noqa: E402
 from assistant.errors import ConfigError, ContextError  # noqa: E402
+from assistant.grammar import GrammarSettings  # noqa: E402
+from assistant.recognizer import Recognizer  # noqa: E402
 from distill.build import Preset, build  # noqa: E402
 from distill.corpus import read_manifest  # noqa: E402
 from distill.distillation import StudentRecipe  # noqa: E402
@@ -39,6 +43,10 @@ MICRO = Preset(
                           train=TrainConfig(steps=20, batch_size=16, warmup=2, eval_every=20, alpha=0.5, beta=1.0,
                                             gamma=1.0), copies=0, max_seconds=3.0),
 )
+MICRO_GRAMMAR = replace(
+    MICRO, student=replace(MICRO.student, train=replace(MICRO.student.train, gamma=0.0, ctc=5.0, ctc_units="phones")),
+    decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=200), target_wrong=1.0,
+    far_kinds=("out_of_domain", "noise", "silence"))
 
 
 def test_a_malformed_context_fails_before_any_work(tmp_path: Path) -> None:
@@ -130,13 +138,47 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
         build(ctx, tmp_path / "toy", preset=MICRO, work=work, far_kinds=["near_misses"])
 
 
-def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None:
-    import numpy as np
+def test_a_grammar_decoder_without_a_phone_ctc_head_fails_before_any_work(tmp_path: Path) -> None:
+    ctx = tmp_path / "toy.yaml"
+    ctx.write_text(TOY)
+    with pytest.raises(ConfigError, match="phone CTC head"):
+        build(ctx, tmp_path / "out", preset=replace(MICRO, decoder=GrammarSettings(), target_wrong=0.05),
+              work=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
 
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
+def test_build_with_a_grammar_decoder_ships_the_ctc_output_lexicon_and_calibrated_pair(tmp_path: Path) -> None:
+    ctx = tmp_path / "toy.yaml"
+    ctx.write_text(TOY)
+    work = tmp_path / "work"
+    bundle_dir = build(ctx, tmp_path / "toy", preset=MICRO_GRAMMAR, work=work, progress=False)
+    bundle = load_bundle(bundle_dir)  # checksums, the lexicon spells the context, graphs, self-test by the grammar
+    manifest = bundle.manifest.to_dict()
+    assert manifest["decoder"]["kind"] == "grammar" and manifest["decoder"]["output"] == "ctc"
+    assert manifest["decoder"]["lexicon"]["file"] == "lexicon.json" and (bundle_dir / "lexicon.json").is_file()
+    assert manifest["decoder"]["gate"] == manifest["metrics"]["gate"]
+    assert manifest["streaming"]["ctc_output"] == "ctc"
+    assert {"turn", "lights", "music"} <= set(json.loads((bundle_dir / "lexicon.json").read_text())["words"])
+    report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
+    assert report["decode_ms"]["clips"] > 0 and report["thresholds"]["gate"] == manifest["decoder"]["gate"]
+    card = (bundle_dir / "MODEL_CARD.md").read_text()
+    assert "decoded through the context's grammar" in card and "grammar decoder's search took" in card
+    # the recognizer decides through the grammar: every accepted result is a sentence of the context
+    recognizer = Recognizer(bundle, threshold=0.0)
+    result = recognizer.recognize(np.zeros(16000, np.float32) + 0.01 * np.random.default_rng(0).standard_normal(16000)
+                                  .astype(np.float32))
+    assert result.intent in (None, "lights", "music")
+    assert result.intent != "music" or result.slots == {}
+
+
+def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None:
     from assistant.decode import ABSENT, NOT_UNDERSTOOD, HeadLayout
     from distill.build import _pick_samples
     from distill.data import ClipSet
-    from distill.evaluate import Reference
+    from distill.evaluate import Reference, decide_all
 
     layout = HeadLayout(intents=(NOT_UNDERSTOOD, "lights"), slots=(("state", (ABSENT, "on", "off")),),
                         intent_slots={"lights": frozenset({"state"})})
@@ -147,9 +189,12 @@ def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None
     clips = ClipSet("t", audio, refs, np.zeros((3, 2), np.int64), ["a", "b", "c"])
     intent = np.array([[0.09, 0.91], [0.01, 0.99], [0.9, 0.1]])
     state = np.array([[0.05, 0.91, 0.04], [0.98, 0.01, 0.01], [1.0, 0.0, 0.0]])
-    picked = _pick_samples(layout, clips, [intent, state], threshold=0.9)
+    def picks(clips: ClipSet, probs: list[np.ndarray], threshold: float) -> list[tuple[np.ndarray, dict]]:
+        return _pick_samples(clips, decide_all(layout, probs[0], probs[1:], threshold=threshold), threshold)
+
+    picked = picks(clips, [intent, state], threshold=0.9)
     assert [len(a) for a, _ in picked] == [200, 300]  # "sure" (0.99 >= 0.925), then the negative
-    picked = _pick_samples(layout, clips, [intent, state], threshold=0.5)  # margin 0.625: both clear it
+    picked = picks(clips, [intent, state], threshold=0.5)  # margin 0.625: both clear it
     assert [len(a) for a, _ in picked] == [100, 300]  # the one with a slot, as before
-    only_edge = _pick_samples(layout, clips.subset([0, 2]), [intent[[0, 2]], state[[0, 2]]], threshold=0.9)
+    only_edge = picks(clips.subset([0, 2]), [intent[[0, 2]], state[[0, 2]]], threshold=0.9)
     assert [len(a) for a, _ in only_edge] == [100, 300]  # without a sure clip, the edge one still serves
