@@ -204,3 +204,18 @@ def test_a_heads_only_bundle_of_a_ctc_student_has_no_ctc_output(tmp_path: Path) 
     assert _manifest(out)["decoder"] is None and not (out / "lexicon.json").exists()
     assert student.ctc_head is not None  # the caller's student keeps its head
     assert read_wav(next((out / "samples").glob("*.wav"))).dtype == np.float32
+
+
+def test_early_stop_on_a_grammar_bundle_asks_the_heads(folder: Path) -> None:
+    from assistant.app import StreamConfidence
+    from assistant.decode import decode
+
+    recognizer = Recognizer(load_bundle(folder))
+    early = StreamConfidence(recognizer, 0.0)
+    audio = speechlike(16000, 5)
+    sure = early.feed(audio)
+    probs = early.stream.probs
+    assert probs is not None
+    heads = decode(recognizer.manifest.layout, probs[0], list(probs[1:]))
+    assert sure == heads.understood  # threshold 0: confident whenever the heads understand something
+    assert StreamConfidence(recognizer, 1.0).feed(audio) is False
