@@ -4,9 +4,10 @@
 or several (:meth:`Recognizer.recognize_batch`) and decides: with the bundle's head layout and
 threshold (:func:`assistant.decode.decode`), or, when the manifest has a ``decoder``, by
 decoding the graph's CTC output through the context's grammar, chosen together with the heads
-(:func:`assistant.grammar.best_candidate`), accepted by the threshold and the heads' gate. Input is 16 kHz mono float PCM in [-1, 1]:
-NaN/Inf samples are replaced (and logged once), audio shorter than the manifest's
-``min_samples`` is zero-padded, longer than ``max_samples`` cropped (logged).
+(:func:`assistant.grammar.best_candidate`), accepted by the threshold and the heads' gate.
+Input is 16 kHz mono float PCM in [-1, 1]: NaN/Inf samples are replaced (and logged once),
+audio shorter than the manifest's ``min_samples`` is zero-padded, longer than ``max_samples``
+cropped (logged).
 
 :meth:`Recognizer.stream` runs the streaming graph, if the bundle has one, on chunks of any
 length as they arrive; after the last chunk :meth:`RecognizerStream.result` equals what
