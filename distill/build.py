@@ -36,7 +36,7 @@ from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, decide_all, format_table, score
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
-from distill.phones import make_lexicon
+from distill.phones import make_lexicon, phonemize
 from distill.synth import SynthConfig, synthesize_corpus
 from distill.teach import TeacherConfig, probs_metrics, train_teacher
 from distill.teachers.neural import CacheUse, cache_use
@@ -367,6 +367,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         raise ConfigError("preset.decoder: the grammar decoder needs a phone CTC head (student train.ctc > 0, "
                           "ctc_units 'phones') and a target_wrong to calibrate for")
     ctx = load_context(context_path)  # a malformed context fails here, before any work
+    if p.student.train.ctc > 0 and p.student.train.ctc_units == "phones":
+        phonemize("on")  # no espeak-ng to spell the phones: fail now, not after the teacher's training
     layout = HeadLayout.from_context(ctx)
     out = Path(out_dir)
     root = Path(work) / f"build-{out.name}-{preset_name}-s{seed}"

@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterable
 
 from assistant.context.normalize import normalize_text
+from assistant.errors import ConfigError
 from assistant.grammar import Lexicon
 
 ESPEAK = "espeak-ng"
@@ -21,7 +22,7 @@ STRESS = str.maketrans("", "", "ˈˌ")
 TIMEOUT_S = 10.0
 
 
-class PhonemizeError(RuntimeError):
+class PhonemizeError(ConfigError):
     """espeak-ng is missing or failed on a word."""
 
 

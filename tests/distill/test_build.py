@@ -198,3 +198,12 @@ def test_samples_prefer_clips_decided_with_a_margin_over_the_threshold() -> None
     assert [len(a) for a, _ in picked] == [100, 300]  # the one with a slot, as before
     only_edge = picks(clips.subset([0, 2]), [intent[[0, 2]], state[[0, 2]]], threshold=0.9)
     assert [len(a) for a, _ in only_edge] == [100, 300]  # without a sure clip, the edge one still serves
+
+
+def test_a_phone_preset_without_espeak_ng_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = tmp_path / "toy.yaml"
+    ctx.write_text(TOY)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no espeak-ng on the PATH (a real, missing binary)
+    with pytest.raises(ConfigError, match="espeak-ng not found"):
+        build(ctx, tmp_path / "out", preset=MICRO_GRAMMAR, work=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
