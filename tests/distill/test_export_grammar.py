@@ -219,3 +219,12 @@ def test_early_stop_on_a_grammar_bundle_asks_the_heads(folder: Path) -> None:
     heads = decode(recognizer.manifest.layout, probs[0], list(probs[1:]))
     assert sure == heads.understood  # threshold 0: confident whenever the heads understand something
     assert StreamConfidence(recognizer, 1.0).feed(audio) is False
+
+
+def test_bench_times_the_grammar_decoding_as_the_hub_decides(folder: Path, tmp_path: Path) -> None:
+    from distill.bench import _measure
+
+    np.save(tmp_path / "clip.npy", speechlike(48000, 3))
+    row = _measure({"kind": "onnx", "model": str(folder / "model.onnx"), "bundle": str(folder),
+                    "clip": str(tmp_path / "clip.npy"), "runs": 5, "warmup": 1})
+    assert row["torch_loaded"] is False and row["latency_ms"]["p95"] >= row["latency_ms"]["p50"] > 0
