@@ -38,7 +38,7 @@ context: setup
 	$(VENV)/bin/hubvoice context check --hassil installed --intents '$(HA_INTENTS)' \
 		--lists examples/home_assistant/lists.yaml -o examples/home_assistant/smart_home.yaml
 
-## rebuild the shipped default bundle models/smart_home from scratch (54–66 min and 7.5 GB of memory on 2 cores; see docs/BENCHMARKS.md)
+## rebuild the shipped default bundle models/smart_home from scratch (an hour or more and ~8 GB of memory on 2 cores; see docs/BENCHMARKS.md)
 SEED ?= 0
 model: setup
 	$(VENV)/bin/hubvoice-distill build examples/home_assistant/smart_home.yaml -o models/smart_home \
