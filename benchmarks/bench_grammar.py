@@ -21,6 +21,9 @@ and wrong actions on the commands), the smallest that meets both, as ``build`` d
 heads; the heads' row is the shipped decoding of the same student, calibrated by
 :func:`distill.evaluate.calibrate_threshold`.
 
+``--calibrate-noise 15 6`` sets both thresholds (and the heads' row's) on validation clean and with
+noise at those SNRs together, the same noise as the test conditions get (``with_noise``).
+
 Reported per condition: commands right at threshold 0 and at the threshold, wrong actions,
 other false accepts, near misses accepted; and the decoder's time per clip (one process).
 Decoded candidates are cached next to the checkpoint (``<checkpoint>.grammar-min-*.pkl``; the minimized graph of 2026-12-07 session 12), keyed by
@@ -30,6 +33,7 @@ condition, extra negatives, beam and penalty. A benchmark, not a test.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -111,6 +115,8 @@ def main() -> None:
     ap.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.5], help="weights of the heads' score")
     ap.add_argument("--beam", type=int, default=1000)
     ap.add_argument("--extra-negatives", type=int, default=0, metavar="N")
+    ap.add_argument("--calibrate-noise", type=float, nargs="*", default=[], metavar="SNR",
+                    help="also set the thresholds on val with noise at these SNRs (dB), with the clean val as one set")
     ap.add_argument("--extra-seed", type=int, default=1)
     ap.add_argument("--procs", type=int, default=2, help="decoding processes")
     ap.add_argument("--preset", default="default", choices=list(PRESETS))
@@ -136,9 +142,12 @@ def main() -> None:
         val, test = val.join(x_val), test.join(x_test)
     conditions = {"val": lambda: val, "test clean": lambda: test, "test 15 dB": lambda: with_noise(test, 15),
                   "test 6 dB": lambda: with_noise(test, 6)}
+    calibration = ["val", *(f"val {snr:g} dB" for snr in args.calibrate_noise)]
+    for snr in args.calibrate_noise:
+        conditions[f"val {snr:g} dB"] = functools.partial(with_noise, val, snr)
     results: dict[str, tuple[ClipSet, list[np.ndarray], dict[float, list[Decoded]]]] = {}
     for name, make in conditions.items():
-        if name != "val" and name not in args.conditions:
+        if name not in calibration and name not in args.conditions:
             continue
         clips = make()
         probs = student_probs(student, clips)
@@ -157,17 +166,19 @@ def main() -> None:
         results[name] = (clips, probs, decoded)
         logging.info("%s: %d clips", name, len(clips))
 
-    refs_val = results["val"][0].references
+    # the thresholds are set on val, clean and with each --calibrate-noise SNR, as one set
+    refs_val = [r for n in calibration for r in results[n][0].references]
     rows: list[dict[str, Any]] = []
     for penalty in args.blank_penalty:
         for weight in args.weights:
             for confidence, gated in (("free", False), ("margin", False), ("free", True), ("margin", True)):
                 picks = {n: pick(layout, r[1], r[2][penalty], weight, confidence) for n, r in results.items()}
+                picks_val = [c for n in calibration for c in picks[n]]
                 if gated:
-                    t, g = calibrate_gated(refs_val, picks["val"], preset.target_far, preset.target_wrong,
+                    t, g = calibrate_gated(refs_val, picks_val, preset.target_far, preset.target_wrong,
                                            preset.far_kinds)
                 else:
-                    t = calibrate(refs_val, picks["val"], preset.target_far, preset.target_wrong,
+                    t = calibrate(refs_val, picks_val, preset.target_far, preset.target_wrong,
                                   far_kinds=preset.far_kinds)
                     g = -math.inf
                 row: dict[str, Any] = {"decoder": f"grammar, blank penalty {penalty:g}, conf {confidence}"
@@ -179,7 +190,7 @@ def main() -> None:
                     row.update({f"{n} {k}": v for k, v in rates(r[0].references, picks[n], t, g,
                                                                  preset.far_kinds).items()})
                 rows.append(row)
-    pv = results["val"][1]
+    pv = [np.concatenate([results[n][1][h] for n in calibration]) for h in range(len(results["val"][1]))]
     cal = calibrate_threshold(layout, pv[0], pv[1:], refs_val, target_far=preset.target_far,
                               target_wrong=preset.target_wrong, far_kinds=preset.far_kinds)
     row = {"decoder": "heads (the shipped decoding)", "threshold": f"{cal.threshold:.4f}"}
