@@ -21,7 +21,7 @@ import numpy as np
 
 from assistant.context.model import Choice, Context, MacroRef, Node, Seq, Slot, Words
 from assistant.context.normalize import normalize_text
-from assistant.decode import Decision
+from assistant.decode import Decision, HeadLayout
 from assistant.errors import BundleError
 
 BLANK = 0
@@ -125,6 +125,8 @@ class GrammarGraph:
         self.arc_ends: list[tuple[int, ...]] = []
         """Per arc: the expressions a sentence may end with after it (empty: none)."""
         self._minimize()
+        # the per-expression network is only the minimized graph's source: not kept on a hub
+        self._eps, self._final, self._closures, self._out = {}, {}, {}, {}
 
     @classmethod
     def from_lexicon(cls, ctx: Context, lexicon: Lexicon) -> GrammarGraph:
@@ -326,8 +328,6 @@ class GrammarGraph:
         return sorted(found.values(), key=lambda h: -h.score)[:nbest]
 
 
-
-
 @dataclass(frozen=True)
 class GrammarSettings:
     """How a bundle's CTC output is decoded through its grammar (the manifest's ``decoder``).
@@ -380,13 +380,13 @@ class Candidate:
     """The heads' 1 − P(not understood)."""
 
 
-def heads_log_prob(layout: Any, heads: Sequence[np.ndarray], intent: str, slots: Mapping[str, str]) -> float:
+def heads_log_prob(layout: HeadLayout, heads: Sequence[np.ndarray], intent: str, slots: Mapping[str, str]) -> float:
     """log P(intent) + Σ log P(slot value or absent) of one clip's head probabilities (intent first)."""
     i, values = layout.encode(intent, slots)
     return float(np.log(heads[0][i] + 1e-9) + sum(np.log(heads[1 + h][j] + 1e-9) for h, j in enumerate(values)))
 
 
-def best_candidate(graph: GrammarGraph, layout: Any, log_probs: np.ndarray, heads: Sequence[np.ndarray],
+def best_candidate(graph: GrammarGraph, layout: HeadLayout, log_probs: np.ndarray, heads: Sequence[np.ndarray],
                    settings: GrammarSettings) -> Candidate | None:
     """The clip's best sentence under ``settings`` (None when no sentence survives the beam).
 
@@ -403,7 +403,7 @@ def free_path_score(log_probs: np.ndarray, blank_penalty: float) -> float:
     return float(np.maximum(lp[:, BLANK] - blank_penalty, lp[:, 1:].max(axis=1)).sum())
 
 
-def choose(layout: Any, hyps: Sequence[Hypothesis], free: float, steps: int, heads: Sequence[np.ndarray],
+def choose(layout: HeadLayout, hyps: Sequence[Hypothesis], free: float, steps: int, heads: Sequence[np.ndarray],
            heads_weight: float) -> Candidate | None:
     """The best of ``hyps`` by path score + ``heads_weight`` × the heads' log-probability, as a Candidate."""
     if not hyps:

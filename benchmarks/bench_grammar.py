@@ -61,29 +61,6 @@ from distill.evaluate import (
     wrong_action_rate,
 )
 from distill.export import load_student
-from distill.nets.student import Student
-from distill.train import load_checkpoint
-
-
-def load_ctc_student(path: Path, lexicon_file: Path | None) -> tuple[Student, Lexicon]:
-    """The student with its CTC head, and the lexicon its head spells (from the checkpoint or ``lexicon_file``)."""
-    ckpt = load_checkpoint(path)
-    if not ckpt.get("ctc_head"):
-        raise SystemExit(f"{path}: no CTC head (train with train.ctc > 0 and train.ctc_units 'phones')")
-    data = ckpt["model_config"].get("ctc_lexicon")
-    if lexicon_file is not None:
-        data = json.loads(lexicon_file.read_text(encoding="utf-8"))
-    if not data:
-        raise SystemExit(f"{path}: its CTC head spells characters or has no lexicon; give --lexicon")
-    lexicon = Lexicon.from_dict(data)
-    classes, channels = ckpt["ctc_head"]["weight"].shape
-    if classes != len(lexicon.units) + 1:
-        raise SystemExit(f"{path}: the CTC head has {classes} classes, the lexicon {len(lexicon.units)} units + blank")
-    student, _ = load_student(path)
-    head = torch.nn.Linear(channels, classes)
-    head.load_state_dict(ckpt["ctc_head"])
-    student.attach_ctc(head.eval(), lexicon.to_dict())
-    return student.eval(), lexicon
 
 
 def pick(layout: HeadLayout, probs: Sequence[np.ndarray], decoded: Sequence[Decoded], weight: float,
@@ -131,7 +108,12 @@ def main() -> None:
     preset = PRESETS[args.preset]
     if preset.target_wrong is None or preset.far_kinds is None:
         raise SystemExit(f"preset {args.preset}: this benchmark calibrates for far_kinds and target_wrong")
-    student, lexicon = load_ctc_student(args.checkpoint, args.lexicon)
+    given = json.loads(args.lexicon.read_text(encoding="utf-8")) if args.lexicon else None
+    student, _ = load_student(args.checkpoint, lexicon=given)
+    if student.ctc_lexicon is None:
+        raise SystemExit(f"{args.checkpoint}: no phone CTC head with a lexicon (train with train.ctc > 0 and "
+                         "train.ctc_units 'phones'; give --lexicon for a checkpoint saved without one)")
+    lexicon = Lexicon.from_dict(student.ctc_lexicon)
     graph = GrammarGraph.from_lexicon(ctx, lexicon)
     val = load_corpus(args.build / "corpus", layout, splits=("val",))
     test = load_corpus(args.build / "corpus", layout, splits=("test",))

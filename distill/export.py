@@ -27,7 +27,7 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,9 +151,10 @@ def can_stream(student: Student) -> bool:
     return cfg.padding == "causal" and cfg.normalize == "none" and student.cfg.causal
 
 
-def load_student(path: str | os.PathLike[str]) -> tuple[Student, HeadLayout]:
+def load_student(path: str | os.PathLike[str], lexicon: Mapping[str, Any] | None = None) -> tuple[Student, HeadLayout]:
     """A student and its head layout from a training checkpoint (``torch.load(weights_only=True)``), with
-    its phone CTC head attached when the checkpoint has one and the lexicon it spells in."""
+    its phone CTC head attached when the checkpoint has one and the lexicon it spells in (``lexicon``: for a
+    checkpoint saved without one)."""
     ckpt = load_checkpoint(Path(path))
     config = ckpt.get("model_config") or {}
     if config.get("kind") != "student":
@@ -162,7 +163,7 @@ def load_student(path: str | os.PathLike[str]) -> tuple[Student, HeadLayout]:
     student = Student(config["head_sizes"], StudentConfig.from_dict(config["student"]))
     state = {k.removeprefix("student."): v for k, v in ckpt["model"].items()}
     student.load_state_dict(state)
-    lexicon, head_state = config.get("ctc_lexicon"), ckpt.get("ctc_head")
+    lexicon, head_state = config.get("ctc_lexicon") or lexicon, ckpt.get("ctc_head")
     if lexicon and head_state:
         classes, channels = head_state["weight"].shape
         if classes != len(lexicon["units"]) + 1:
