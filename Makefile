@@ -11,7 +11,7 @@ $(VENV)/.system-stamp: deploy/install-system-deps.sh
 	bash deploy/install-system-deps.sh
 	@mkdir -p $(VENV) && touch $@
 
-$(VENV)/.stamp: pyproject.toml
+$(VENV)/.stamp: pyproject.toml setup.py assistant/_search.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[distill,whisper,dev,demo]'

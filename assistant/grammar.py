@@ -7,11 +7,13 @@ expression ending in its intent; :meth:`GrammarGraph.decode` finds the best-scor
 (Viterbi, beam-pruned) and returns them as (intent, slots, score). Unlike one classifier per
 slot, a word learnt in one command helps every command that says it.
 
-Pure Python over the scores (numpy only to read them); no torch.
+The search is compiled from ``_search.c`` where the install could build it, with the same loop
+in pure Python as the fallback (same sentences, same scores); no torch.
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +25,15 @@ from assistant.context.model import Choice, Context, MacroRef, Node, Seq, Slot, 
 from assistant.context.normalize import normalize_text
 from assistant.decode import Decision, HeadLayout
 from assistant.errors import BundleError
+
+_search: Any
+try:  # the search compiled from _search.c (setup.py builds it when a C compiler is there)
+    from assistant import _search
+except ImportError:  # pragma: no cover - exercised only on an install without the extension
+    _search = None
+
+SEARCH_ENGINE = "python" if _search is None else "c"
+"""Which search :meth:`GrammarGraph.decode` runs by default: the compiled one when it is built."""
 
 BLANK = 0
 """CTC's blank is class 0; unit ``i`` of a lexicon is class ``i + 1``."""
@@ -245,19 +256,86 @@ class GrammarGraph:
         """The word arcs that can follow ``node``."""
         return self._succ[node]
 
+    @functools.cached_property
+    def _tables(self) -> _Tables:
+        """The graph as flat int32 arrays, for the compiled search."""
+        lengths = np.array([len(u) for u in self.arc_units], dtype=np.int64)
+        first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int32)
+        units = np.array([u for spelled in self.arc_units for u in spelled], dtype=np.int32)
+        position_arc = np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
+        last = np.zeros(len(units), dtype=np.int32)
+        last[first + lengths - 1] = 1
+        names = sorted({tag for tag in self.arc_tag if tag is not None})
+        ids = {tag: i for i, tag in enumerate(names)}
+        arc_tag = np.array([-1 if tag is None else ids[tag] for tag in self.arc_tag], dtype=np.int32)
+        counts = np.array([len(s) for s in self._succ], dtype=np.int64)
+        successor_start = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        successors = np.array([a for s in self._succ for a in s], dtype=np.int32)
+        return _Tables(units, position_arc, last, first, np.asarray(self.arc_dst, dtype=np.int32), arc_tag,
+                       successor_start, successors, names, int(units.max(initial=0)))
+
+    @functools.cached_property
+    def _compiled(self) -> Any:
+        """The tables checked and copied into the compiled search (``_search.SearchGraph``)."""
+        assert _search is not None
+        t = self._tables
+        return _search.SearchGraph(t.units, t.position_arc, t.position_last, t.arc_first, t.arc_dst, t.arc_tag,
+                                   t.successor_start, t.successors, self.start)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_compiled", None)  # C memory: rebuilt from the tables where it is needed
+        return state
+
     def decode(self, log_probs: np.ndarray | Sequence[Sequence[float]], *, beam: int = 1000, prune: float = 25.0,
-               blank_penalty: float = 0.0, nbest: int = 20) -> list[Hypothesis]:
+               blank_penalty: float = 0.0, nbest: int = 20, engine: str | None = None) -> list[Hypothesis]:
         """The best sentences for per-step log-probabilities ``[steps, 1 + units]`` (blank first), best first.
 
         Viterbi over (word arc, unit, after-blank) states with CTC's rules: a unit repeats by
-        staying, the same unit twice needs a blank between. After each step only the ``beam``
-        best states within ``prune`` of the best survive. ``blank_penalty`` is subtracted from
-        the blank's score (a tiny model says "blank" too often; tuned on validation data).
-        Paths must end at the end of a sentence; an empty list when none survives.
+        staying, the same unit twice needs a blank between. After each step only the states within
+        ``prune`` of the best survive, and of those the ``beam`` best (ties: the first reached).
+        ``blank_penalty`` is subtracted from the blank's score (a tiny model says "blank" too
+        often; tuned on validation data). Paths must end at the end of a sentence; an empty list
+        when none survives. ``engine``: ``"c"`` (the compiled search), ``"python"``, or None for
+        :data:`SEARCH_ENGINE`; both give the same sentences and scores.
         """
-        rows = np.asarray(log_probs, dtype=np.float64)
+        rows = np.ascontiguousarray(log_probs, dtype=np.float64)
         if rows.ndim != 2 or rows.shape[1] < 2:
             raise ValueError(f"log_probs: expected [steps, 1 + units], got shape {rows.shape}")
+        tables = self._tables
+        if rows.shape[1] <= tables.max_unit:
+            raise ValueError(f"log_probs: {rows.shape[1] - 1} units, but the grammar spells with unit {tables.max_unit}")
+        if np.isnan(rows).any():
+            raise ValueError("log_probs: NaN scores")
+        engine = SEARCH_ENGINE if engine is None else engine
+        if engine == "c":
+            if _search is None:
+                raise RuntimeError("the compiled grammar search (assistant._search) is not built")
+            ends = [(arc, score, tuple(tables.tag_names[t] for t in tags)) for arc, score, tags in
+                    self._compiled.viterbi(rows, beam, float(prune), float(blank_penalty))]
+        elif engine == "python":
+            ends = self._search_python(rows, beam, prune, blank_penalty)
+        else:
+            raise ValueError(f"engine: expected 'c', 'python' or None, got {engine!r}")
+        found: dict[tuple[str, tuple[tuple[str, str], ...]], Hypothesis] = {}
+        for arc, score, tags in ends:
+            if not self.arc_ends[arc]:
+                continue
+            said: dict[str, str] = {}
+            for name, value in tags:  # newest first: the last value said for a slot wins
+                said.setdefault(name, value)
+            for expression in self.arc_ends[arc]:  # the same words can end several expressions
+                intent, fixed = self.expressions[expression]
+                slots = {**said, **dict(fixed)}
+                meaning = (intent, tuple(sorted(slots.items())))
+                if meaning not in found or score > found[meaning].score:
+                    found[meaning] = Hypothesis(intent, slots, score)
+        return sorted(found.values(), key=lambda h: -h.score)[:nbest]
+
+    def _search_python(self, rows: np.ndarray, beam: int, prune: float,
+                       blank_penalty: float) -> list[tuple[int, float, tuple[tuple[str, str], ...]]]:
+        """The search in Python (``_search.c`` is the same loop compiled): the surviving states at a
+        word's last unit, in the search's order, as (arc, score, slot tags newest first)."""
         units, dst, tags = self.arc_units, self.arc_dst, self.arc_tag
         Tags = tuple[tuple[str, str], Any] | None  # a linked list of the slot tags passed, newest first
         hyps: dict[tuple[int, int, int], tuple[float, Tags]] = {(-1, 0, 1): (0.0, None)}
@@ -306,26 +384,54 @@ class GrammarGraph:
                         if old is None or s > old[0]:
                             tag = tags[nxt]
                             new[key] = (s, (tag, path) if tag else path)
-            best = max(v[0] for v in new.values())
-            kept = [(k, v) for k, v in new.items() if v[0] > best - prune]
-            if len(kept) > beam:
-                kept = heapq.nlargest(beam, kept, key=lambda kv: kv[1][0])
+            floor = max(v[0] for v in new.values()) - prune
+            kept = [(k, v) for k, v in new.items() if v[0] > floor]
+            if len(kept) > beam:  # the beam best, in the order reached; ties at the edge: the first reached
+                edge = heapq.nlargest(beam, (v[0] for _, v in kept))[-1]
+                room = beam - sum(1 for _, v in kept if v[0] > edge)
+                chosen = []
+                for k, v in kept:
+                    if v[0] > edge:
+                        chosen.append((k, v))
+                    elif v[0] == edge and room > 0:
+                        chosen.append((k, v))
+                        room -= 1
+                kept = chosen
+            if not kept:
+                return []
             hyps = dict(kept)
-        found: dict[tuple[str, tuple[tuple[str, str], ...]], Hypothesis] = {}
+        ends = []
         for (arc, pos, _), (score, path) in hyps.items():
-            if arc < 0 or pos != len(units[arc]) - 1 or not self.arc_ends[arc]:
+            if arc < 0 or pos != len(units[arc]) - 1:
                 continue
-            said: dict[str, str] = {}
+            said: list[tuple[str, str]] = []
             while path is not None:
-                (name, value), path = path
-                said.setdefault(name, value)
-            for expression in self.arc_ends[arc]:  # the same words can end several expressions
-                intent, fixed = self.expressions[expression]
-                slots = {**said, **dict(fixed)}
-                meaning = (intent, tuple(sorted(slots.items())))
-                if meaning not in found or score > found[meaning].score:
-                    found[meaning] = Hypothesis(intent, slots, score)
-        return sorted(found.values(), key=lambda h: -h.score)[:nbest]
+                tag, path = path
+                said.append(tag)
+            ends.append((arc, score, tuple(said)))
+        return ends
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """A :class:`GrammarGraph` as the compiled search reads it: positions are the graph's spelled units,
+    word arc after word arc."""
+
+    units: np.ndarray
+    """Per position: its class."""
+    position_arc: np.ndarray
+    position_last: np.ndarray
+    """Per position: 1 at a word's last unit."""
+    arc_first: np.ndarray
+    """Per arc: its first position."""
+    arc_dst: np.ndarray
+    arc_tag: np.ndarray
+    """Per arc: the index of its slot tag in ``tag_names``, or -1."""
+    successor_start: np.ndarray
+    """Per node (and one past the last): where its successor arcs start in ``successors``."""
+    successors: np.ndarray
+    tag_names: list[tuple[str, str]]
+    max_unit: int
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import onnxruntime as ort
 from assistant.bundle import Bundle, StreamingSpec, open_session
 from assistant.decode import Decision, decode
 from assistant.errors import AudioError, BundleError, ConfigError
-from assistant.grammar import best_candidate, grammar_decision
+from assistant.grammar import SEARCH_ENGINE, best_candidate, grammar_decision
 from assistant.messages import InferenceResult
 from assistant.wav import read_wav
 
@@ -73,6 +73,9 @@ class Recognizer:
         self.session = open_session(model, threads)
         self._stream_session: ort.InferenceSession | None = None
         self._warned = _Warned()
+        if self.manifest.decoder is not None and SEARCH_ENGINE != "c":
+            _LOGGER.warning("the compiled grammar search (assistant._search) is not built: decoding in Python, "
+                            "~20x slower (reinstall hubvoice where a C compiler is present: pip install .)")
 
     # --- input handling ----------------------------------------------------------------------------
 

@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from assistant import grammar
 from assistant.context import parse_context
 from assistant.errors import BundleError
 from assistant.grammar import BLANK, GrammarGraph, Lexicon
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def engine(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs on both searches: the compiled one (as a hub runs) and the Python loop."""
+    monkeypatch.setattr(grammar, "SEARCH_ENGINE", request.param)
+    return str(request.param)
 
 CONTEXT = parse_context("""
 context:

@@ -228,3 +228,5 @@ def test_bench_times_the_grammar_decoding_as_the_hub_decides(folder: Path, tmp_p
     row = _measure({"kind": "onnx", "model": str(folder / "model.onnx"), "bundle": str(folder),
                     "clip": str(tmp_path / "clip.npy"), "runs": 5, "warmup": 1})
     assert row["torch_loaded"] is False and row["latency_ms"]["p95"] >= row["latency_ms"]["p50"] > 0
+    # the worker times the network and the search as the hub runs them: the compiled search, on top of the network
+    assert row["search"] == "c" and 0 < row["network_ms"]["p50"] <= row["latency_ms"]["p50"]

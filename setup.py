@@ -1,0 +1,10 @@
+"""The grammar search compiled from C (``assistant/_search.c``); everything else is in pyproject.toml.
+
+``optional=True``: where no C compiler is found the install still succeeds and the hub decodes with
+the same search in pure Python (slower; ``hubvoice info`` and ``hubvoice-distill bench`` say which).
+"""
+
+from setuptools import Extension, setup
+
+setup(ext_modules=[Extension("assistant._search", ["assistant/_search.c"], optional=True,
+                             extra_compile_args=["-O2"])])
