@@ -48,7 +48,7 @@ import torch
 
 from assistant.context import load_context
 from assistant.decode import HeadLayout
-from assistant.grammar import Candidate, GrammarGraph, GrammarSettings, Lexicon, heads_log_prob
+from assistant.grammar import SEARCH_ENGINE, Candidate, GrammarGraph, GrammarSettings, Lexicon, heads_log_prob
 from distill.build import OTHER_NEGATIVES, PRESETS, extra_negatives
 from distill.data import ClipSet, load_corpus, with_noise
 from distill.decoding import Decoded, calibrate, calibrate_gated, candidates, ctc_log_probs, decode_all, rates
@@ -61,6 +61,9 @@ from distill.evaluate import (
     wrong_action_rate,
 )
 from distill.export import load_student
+
+Search = tuple[float, int, float]
+"""(blank penalty, beam, prune)."""
 
 
 def pick(layout: HeadLayout, probs: Sequence[np.ndarray], decoded: Sequence[Decoded], weight: float,
@@ -90,7 +93,10 @@ def main() -> None:
     ap.add_argument("--lexicon", type=Path, help="its lexicon (JSON: units, words), if the checkpoint lacks one")
     ap.add_argument("--blank-penalty", type=float, nargs="+", default=[3.0])
     ap.add_argument("--weights", type=float, nargs="*", default=[0.0, 0.5], help="weights of the heads' score")
-    ap.add_argument("--beam", type=int, default=1000)
+    ap.add_argument("--beam", type=int, nargs="+", default=[1000])
+    ap.add_argument("--prune", type=float, nargs="+", default=[25.0],
+                    help="states further than this below the step's best are dropped (log score)")
+    ap.add_argument("--confidences", nargs="+", default=["free", "margin"], choices=["free", "margin"])
     ap.add_argument("--extra-negatives", type=int, default=0, metavar="N")
     ap.add_argument("--calibrate-noise", type=float, nargs="*", default=[], metavar="SNR",
                     help="also set the thresholds on val with noise at these SNRs (dB), with the clean val as one set")
@@ -127,34 +133,37 @@ def main() -> None:
     calibration = ["val", *(f"val {snr:g} dB" for snr in args.calibrate_noise)]
     for snr in args.calibrate_noise:
         conditions[f"val {snr:g} dB"] = functools.partial(with_noise, val, snr)
-    results: dict[str, tuple[ClipSet, list[np.ndarray], dict[float, list[Decoded]]]] = {}
+    searches = [(p, b, r) for p in args.blank_penalty for b in args.beam for r in args.prune]
+    results: dict[str, tuple[ClipSet, list[np.ndarray], dict[Search, list[Decoded]]]] = {}
     for name, make in conditions.items():
         if name not in calibration and name not in args.conditions:
             continue
         clips = make()
         probs = student_probs(student, clips)
-        decoded: dict[float, list[Decoded]] = {}
+        decoded: dict[Search, list[Decoded]] = {}
         lps: list[np.ndarray] | None = None
-        for penalty in args.blank_penalty:
+        for search in searches:
+            penalty, beam, prune = search
             cache = Path(f"{args.checkpoint}.grammar-min-{name.replace(' ', '_')}-x{args.extra_negatives}"
-                         f"-b{args.beam}-p{penalty:g}.pkl")
+                         f"-b{beam}-p{penalty:g}" + (f"-r{prune:g}" if prune != 25.0 else "") + ".pkl")
             if cache.is_file():
-                decoded[penalty] = pickle.loads(cache.read_bytes())  # our own file, written below
+                decoded[search] = pickle.loads(cache.read_bytes())  # our own file, written below
                 continue
             lps = lps if lps is not None else ctc_log_probs(student, clips)
-            settings = GrammarSettings(blank_penalty=penalty, beam=args.beam)
-            decoded[penalty] = decode_all(graph, lps, settings, procs=args.procs)
-            cache.write_bytes(pickle.dumps(decoded[penalty]))
+            settings = GrammarSettings(blank_penalty=penalty, beam=beam, prune=prune)
+            decoded[search] = decode_all(graph, lps, settings, procs=args.procs)
+            cache.write_bytes(pickle.dumps(decoded[search]))
         results[name] = (clips, probs, decoded)
         logging.info("%s: %d clips", name, len(clips))
 
     # the thresholds are set on val, clean and with each --calibrate-noise SNR, as one set
     refs_val = [r for n in calibration for r in results[n][0].references]
     rows: list[dict[str, Any]] = []
-    for penalty in args.blank_penalty:
+    for search in searches:
+        penalty, beam, prune = search
         for weight in args.weights:
-            for confidence, gated in (("free", False), ("margin", False), ("free", True), ("margin", True)):
-                picks = {n: pick(layout, r[1], r[2][penalty], weight, confidence) for n, r in results.items()}
+            for confidence, gated in [(c, g) for g in (False, True) for c in args.confidences]:
+                picks = {n: pick(layout, r[1], r[2][search], weight, confidence) for n, r in results.items()}
                 picks_val = [c for n in calibration for c in picks[n]]
                 if gated:
                     t, g = calibrate_gated(refs_val, picks_val, preset.target_far, preset.target_wrong,
@@ -163,7 +172,9 @@ def main() -> None:
                     t = calibrate(refs_val, picks_val, preset.target_far, preset.target_wrong,
                                   far_kinds=preset.far_kinds)
                     g = -math.inf
-                row: dict[str, Any] = {"decoder": f"grammar, blank penalty {penalty:g}, conf {confidence}"
+                row: dict[str, Any] = {"decoder": f"grammar, blank penalty {penalty:g}"
+                                                  + (f", beam {beam}, prune {prune:g}" if len(searches) > 1 else "")
+                                                  + f", conf {confidence}"
                                                   + (" + heads' gate" if gated else "")
                                                   + (f", + {weight:g} x heads" if weight else ""),
                                        "threshold": f"{t:.4f}" + (f" / {g:.4f}" if gated else "")}
@@ -190,11 +201,12 @@ def main() -> None:
     print(f"{args.checkpoint}; thresholds set on val for the {args.preset} preset's targets: other false accepts "
           f"<= {preset.target_far:.0%}, wrong actions <= {preset.target_wrong:.0%}\n")
     print(format_table(rows, list(rows[0]), percent=[k for k in rows[0] if k not in ("decoder", "threshold")]))
-    for penalty in args.blank_penalty:
-        seconds = np.array([d[3] for r in results.values() for d in r[2][penalty]])
-        print(f"\ndecoder time per clip, blank penalty {penalty:g}: p50 {np.median(seconds) * 1000:.0f} ms, "
-              f"p95 {np.percentile(seconds, 95) * 1000:.0f} ms over {len(seconds)} clips "
-              f"({graph.size[1]} word arcs, beam {args.beam})")
+    for search in searches:
+        seconds = np.array([d[3] for r in results.values() for d in r[2][search]])
+        print(f"\ndecoder time per clip, blank penalty {search[0]:g}, beam {search[1]}, prune {search[2]:g}: "
+              f"p50 {np.median(seconds) * 1000:.2f} ms, p95 {np.percentile(seconds, 95) * 1000:.2f} ms over "
+              f"{len(seconds)} clips ({graph.size[1]} word arcs; {SEARCH_ENGINE} search, {args.procs} processes; "
+              f"times of cached decodes are those of the run that wrote them)")
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@
 #   speech synthesis (distill): espeak-ng, flite, festival + three voices
 #   broker (tests, demo with --broker): mosquitto
 #   audio tools and the microphone library: sox, libportaudio2
+#   a C compiler and Python's headers, so that pip builds the compiled grammar search (assistant/_search.c;
+#   without them hubvoice installs anyway and decodes in pure Python, ~20x slower): gcc, python3-dev
 # Usage: deploy/install-system-deps.sh [--hub]   (--hub: only what a hub needs)
 set -euo pipefail
 
 hub_only=0
 [ "${1:-}" = "--hub" ] && hub_only=1
 
-want=(libportaudio2)
+want=(libportaudio2 gcc python3-dev)
 if [ "$hub_only" = 0 ]; then
   want+=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts mosquitto sox)
 fi
