@@ -29,16 +29,24 @@ import torch
 from assistant.context import Context, load_context
 from assistant.decode import Decision, HeadLayout
 from assistant.errors import ConfigError
-from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon
+from assistant.grammar import SEARCH_ENGINE, GrammarGraph, GrammarSettings, Lexicon
 from distill import decoding
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
-from distill.evaluate import Metrics, calibrate_threshold, check_far_kinds, decide_all, format_table, score
+from distill.evaluate import (
+    Metrics,
+    calibrate_threshold,
+    check_far_kinds,
+    decide_all,
+    format_table,
+    score,
+    wrong_action_rate,
+)
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
 from distill.phones import make_lexicon, phonemize
 from distill.synth import SynthConfig, synthesize_corpus
-from distill.teach import TeacherConfig, probs_metrics, train_teacher
+from distill.teach import TeacherConfig, train_teacher
 from distill.teachers.neural import CacheUse, cache_use
 from distill.train import TrainConfig
 
@@ -67,6 +75,10 @@ class Preset:
     """Decode the student's phone CTC head through the context's grammar (the student must train one:
     ``train.ctc > 0``, ``ctc_units`` 'phones'); its threshold and the heads' gate are calibrated for the
     same targets (:func:`distill.decoding.calibrate_gated`; needs ``target_wrong``). None: the heads decide."""
+    calibrate_snr: tuple[float, ...] = ()
+    """Also set the thresholds (student's and teacher's) on the validation clips with noise at these SNRs
+    (dB; :func:`distill.data.with_noise`), together with the clean ones as one set: the targets then hold
+    in noise too, not only in quiet. Empty: clean validation only."""
 
 
 OTHER_NEGATIVES = ("out_of_domain", "noise", "silence")
@@ -99,11 +111,13 @@ PRESETS: dict[str, Preset] = {
                               copies=1, max_seconds=5.0),
         far_kinds=OTHER_NEGATIVES, target_wrong=0.05,
         # measured on validation (docs/BENCHMARKS.md, "Phone CTC decoded through the grammar"): blank penalty 2
-        # beat 3 and 4; the heads' log-probability at weight 0.5 helps choose among the decoder's sentences; beam
-        # 300 on the minimized graph: 2-3x faster than 1000 (p50 ~45 vs ~110 ms per clip, timed while training
-        # ran) for 11 fewer of the first 400 val clips right at threshold 0 (275 vs 286; the graph of session 11
-        # at beam 1000: 264); docs/BENCHMARKS.md, "The grammar decoder ships"
-        decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=300),
+        # beat 3 and 4; the heads' log-probability at weight 0.5 helps choose among the decoder's sentences.
+        # Beam 200 and prune 10: at the calibrated thresholds every beam of 50-1000 and prune of 10-25 put the
+        # same share of val commands right within 2 points (clean, 15 and 6 dB), and this one searches in
+        # p50 0.16 ms (beam 300, prune 25: 1.0 ms); docs/BENCHMARKS.md, "The search, compiled"
+        decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=200, prune=10.0),
+        # wrong actions at 6 dB were 9.5% with thresholds set on clean val alone (the target is 5%)
+        calibrate_snr=(15.0, 6.0),
     ),
     "large": Preset(
         utterances=60000,
@@ -114,7 +128,8 @@ PRESETS: dict[str, Preset] = {
                                                 alpha=0.5, beta=1.0, gamma=0.0, ctc=5.0, ctc_units="phones"),
                               copies=2, max_seconds=5.0),
         far_kinds=OTHER_NEGATIVES, target_wrong=0.05,
-        decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=300),
+        decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=200, prune=10.0),
+        calibrate_snr=(15.0, 6.0),
     ),
 }
 
@@ -207,7 +222,10 @@ def threshold_note(p: Preset, threshold: float, teacher_threshold: float, gate: 
                                                f"accepted with a wrong intent or slot")
     student = (f"student {threshold:.4f}" if gate is None else
                f"student: grammar decoder's confidence {threshold:.4f} and heads' gate {gate:.4f}")
-    return (f"Thresholds ({student}, teacher {teacher_threshold:.4f}) set on validation for at most "
+    where = "validation" if not p.calibrate_snr else (
+        "validation, clean and with noise at " + " and ".join(f"{snr:g}" for snr in p.calibrate_snr)
+        + " dB SNR together,")
+    return (f"Thresholds ({student}, teacher {teacher_threshold:.4f}) set on {where} for at most "
             f"{p.target_far:.0%} false accepts of the negatives of kinds {kinds}{wrong}. *FAR* counts every "
             f"negative, near misses included; *commands right* counts the commands alone (intent and every slot "
             f"right, accepted). Acceptance also counts each rejected negative as right.")
@@ -218,9 +236,9 @@ def decode_note(seconds: Sequence[float]) -> str:
     if not seconds:
         return ""
     ms = np.asarray(seconds) * 1000.0
-    return (f"\n\nThe grammar decoder's search took p50 {np.median(ms):.0f} ms, p95 {np.percentile(ms, 95):.0f} ms per "
-            f"clip in this build ({len(ms):,} clips, Python, one process per core, on the build machine; on top of "
-            f"the network's run).")
+    return (f"\n\nThe grammar decoder's search took p50 {np.median(ms):.2f} ms, p95 {np.percentile(ms, 95):.2f} ms "
+            f"per clip in this build ({len(ms):,} clips, {SEARCH_ENGINE} search, one process per core, on the build "
+            f"machine; on top of the network's run).")
 
 
 def _percentiles(seconds: Sequence[float]) -> dict[str, float] | None:
@@ -395,6 +413,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             val, test = val.join(x_val), test.join(x_test)  # what the threshold is set on and scored on
             _LOGGER.info("%d + %d more negatives for val and test", len(x_val), len(x_test))
     conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
+    # what the thresholds are set on: val, and val in noise (Preset.calibrate_snr), as one set
+    calibration = {"val": val, **{f"val {snr:g} dB": with_noise(val, snr) for snr in p.calibrate_snr}}
     if real is not None:
         conditions["real"] = load_fsdd(real, layout)
 
@@ -411,7 +431,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             # "val" in ``also`` replaces train_teacher's own val scores: the teacher is scored (and later
             # calibrated) on the val the student is, extra negatives included
             teacher, tmetrics, tprobs = train_teacher(train, fit_val, layout, tcfg, root / "teacher", cache_dir=cache,
-                                                      also={"val": val, **conditions}, progress=progress)
+                                                      also={**calibration, **conditions}, progress=progress)
         report.found["teacher"] = _encoded(use, (0, 0)) + "; " + _resumed("head", had_teacher, tcfg.train.steps)
         before = len(use.found), len(use.encoded)
         with report.stage("student"):
@@ -441,20 +461,22 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
 
     gate = 0.0
     with report.stage("calibrate"):
-        val_probs = student_probs(student, val)
+        refs = [r for clips in calibration.values() for r in clips.references]
+        cal_probs = {name: student_probs(student, clips) for name, clips in calibration.items()}
         if p.decoder is None:
-            cal = calibrate_threshold(layout, val_probs[0], val_probs[1:], val.references, target_far=p.target_far,
+            joined = [np.concatenate([cal_probs[n][h] for n in calibration]) for h in range(len(cal_probs["val"]))]
+            cal = calibrate_threshold(layout, joined[0], joined[1:], refs, target_far=p.target_far,
                                       target_wrong=p.target_wrong, far_kinds=p.far_kinds)
             threshold = min(1.0, cal.threshold)
         else:
             assert p.target_wrong is not None
-            val_cands = grammar_candidates(val, val_probs)
+            cal_cands = {name: grammar_candidates(clips, cal_probs[name]) for name, clips in calibration.items()}
             threshold, gate = decoding.manifest_thresholds(*decoding.calibrate_gated(
-                val.references, val_cands, p.target_far, p.target_wrong, p.far_kinds))
+                refs, [c for n in calibration for c in cal_cands[n]], p.target_far, p.target_wrong, p.far_kinds))
         # The teacher at the same false-accept (and wrong-action) target, calibrated the same way: its
         # threshold-0 number lets through a quarter of the out-of-context clips, so it is not the student's peer.
-        t_val = tprobs["val"]
-        t_cal = calibrate_threshold(layout, t_val[0], t_val[1:], val.references, target_far=p.target_far,
+        t_val = [np.concatenate([tprobs[n][h] for n in calibration]) for h in range(len(tprobs["val"]))]
+        t_cal = calibrate_threshold(layout, t_val[0], t_val[1:], refs, target_far=p.target_far,
                                     target_wrong=p.target_wrong, far_kinds=p.far_kinds)
         t_threshold = min(1.0, t_cal.threshold)
     with report.stage("evaluate"):
@@ -465,16 +487,22 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             if p.decoder is None:
                 decided[name] = decide_all(layout, probs[0], probs[1:], threshold=threshold)
             else:
-                cands = val_cands if name == "val" else grammar_candidates(clips, probs)
+                cands = cal_cands["val"] if name == "val" else grammar_candidates(clips, probs)
                 decided[name] = decoding.decisions(cands, threshold, gate)
             s = score(clips.references, decided[name], layout=layout)
-            t = probs_metrics(layout, tprobs[name], clips, t_threshold)
-            report.metrics[name] = {"student": _summary(s), "teacher": _summary(tmetrics[name]),
-                                    "teacher_calibrated": _summary(t)}
+            t_decided = decide_all(layout, tprobs[name][0], tprobs[name][1:], threshold=t_threshold)
+            t = score(clips.references, t_decided, layout=layout)
+            # commands carried out with a wrong intent or slot: what the second target bounds
+            s_wrong = wrong_action_rate(clips.references, decided[name])
+            t_wrong = wrong_action_rate(clips.references, t_decided)
+            report.metrics[name] = {"student": {**_summary(s), "wrong_actions": s_wrong},
+                                    "teacher": _summary(tmetrics[name]),
+                                    "teacher_calibrated": {**_summary(t), "wrong_actions": t_wrong}}
             rows.append({"condition": name, "clips": s.n, "teacher, no rejection": tmetrics[name].command_acceptance,
                          "teacher at its threshold": t.command_acceptance, "teacher FAR": t.false_accept_rate,
                          "student at its threshold": s.command_acceptance, "student FAR": s.false_accept_rate,
-                         "teacher commands right": t.commands_right, "student commands right": s.commands_right})
+                         "teacher commands right": t.commands_right, "student commands right": s.commands_right,
+                         "teacher wrong actions": t_wrong, "student wrong actions": s_wrong})
     with report.stage("export"):
         samples = _pick_samples(test, decided["test clean"], threshold)
         enc_params, enc_macs = whisper_encoder_cost(teacher.head.cfg.d_in, tcfg.window_s)
@@ -483,9 +511,11 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         tables = {
             "Command acceptance (held-out voices)": format_table(
                 rows, ["condition", "clips", "teacher, no rejection", "teacher at its threshold", "teacher FAR",
-                       "student at its threshold", "student FAR", "teacher commands right", "student commands right"],
+                       "student at its threshold", "student FAR", "teacher commands right", "student commands right",
+                       "teacher wrong actions", "student wrong actions"],
                 percent=["teacher, no rejection", "teacher at its threshold", "teacher FAR", "student at its threshold",
-                         "student FAR", "teacher commands right", "student commands right"])
+                         "student FAR", "teacher commands right", "student commands right", "teacher wrong actions",
+                         "student wrong actions"])
             + "\n\n" + threshold_note(p, threshold, t_threshold, gate if p.decoder is not None else None)
             + decode_note(report.decode_s),
             "Size": format_table([{"model": "teacher (Whisper base encoder + heads)",
@@ -505,7 +535,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                     "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
                     "target_far": p.target_far, "target_wrong": p.target_wrong,
                     "far_kinds": list(p.far_kinds) if p.far_kinds is not None else None,
-                    "calibration_negatives": calibration_negatives},
+                    "calibration_negatives": calibration_negatives, "calibrate_snr": list(p.calibrate_snr)},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},
                      "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],

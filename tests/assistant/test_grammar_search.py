@@ -22,17 +22,19 @@ BUNDLE = ROOT / "models" / "smart_home"
 
 
 @pytest.fixture(scope="module")
-def shipped() -> tuple[GrammarGraph, list[np.ndarray]]:
-    """The default model's grammar and its CTC log-probs for the bundled sample commands (real ONNX Runtime)."""
+def shipped() -> tuple[GrammarGraph, list[np.ndarray], list[str]]:
+    """The default model's grammar, its CTC log-probs for the bundled sample commands (real ONNX Runtime), and
+    each sample's intent (from its file name)."""
     bundle = load_bundle(BUNDLE)
     assert bundle.grammar is not None and bundle.manifest.decoder is not None
     recognizer = Recognizer(bundle)
     names = [o.name for o in recognizer.session.get_outputs()]
-    out = []
+    out, intents = [], []
     for wav in sorted((BUNDLE / "samples").glob("*.wav")):
+        intents.append(wav.stem.split("_", 1)[1])
         outputs = recognizer.session.run(None, {bundle.manifest.input: recognizer.prepare(read_wav(wav))[None]})
         out.append(np.asarray(outputs[names.index(bundle.manifest.decoder.settings.output)][0], dtype=np.float64))
-    return bundle.grammar, out
+    return bundle.grammar, out, intents
 
 
 def _both(graph: GrammarGraph, lp: np.ndarray, **kw: object) -> tuple[list[Hypothesis], list[Hypothesis]]:
@@ -45,8 +47,8 @@ def test_the_compiled_search_is_built() -> None:
 
 
 def test_both_searches_find_the_same_sentences_on_the_shipped_model(
-        shipped: tuple[GrammarGraph, list[np.ndarray]]) -> None:
-    graph, clips = shipped
+        shipped: tuple[GrammarGraph, list[np.ndarray], list[str]]) -> None:
+    graph, clips, intents = shipped
     rng = np.random.default_rng(0)
     blurred = []  # the same clips made less certain: more hypotheses alive, more beam decisions to agree on
     for lp in clips[:6]:
@@ -61,8 +63,10 @@ def test_both_searches_find_the_same_sentences_on_the_shipped_model(
             assert compiled == python  # intents, slots and float scores, exactly
             found += len(compiled)
     assert found > 50  # the comparison was over real hypotheses, not empty lists
-    best = graph.decode(clips[6], beam=300, prune=25.0, blank_penalty=2.0)[0]
-    assert best.intent == "HassTurnOn"  # 06_HassTurnOn.wav: the search is right, not only equal
+    # the search is right, not only equal: the best sentence says most samples' intent (the bundle's decision
+    # also weighs the heads and may reject)
+    best = [graph.decode(lp, beam=200, prune=10.0, blank_penalty=2.0)[0].intent for lp in clips]
+    assert sum(b == i for b, i in zip(best, intents, strict=True)) >= 12, list(zip(best, intents, strict=True))
 
 
 def test_ties_break_the_same_way_in_both() -> None:

@@ -45,8 +45,8 @@ MICRO = Preset(
 )
 MICRO_GRAMMAR = replace(
     MICRO, student=replace(MICRO.student, train=replace(MICRO.student.train, gamma=0.0, ctc=5.0, ctc_units="phones")),
-    decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=200), target_wrong=1.0,
-    far_kinds=("out_of_domain", "noise", "silence"))
+    decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=200, prune=10.0), target_wrong=1.0,
+    far_kinds=("out_of_domain", "noise", "silence"), calibrate_snr=(15.0,))
 
 
 def test_a_malformed_context_fails_before_any_work(tmp_path: Path) -> None:
@@ -118,11 +118,13 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     assert "these are **not** from-scratch times" in (again / "MODEL_CARD.md").read_text()
     # More negatives to set the threshold on: synthesized on held-out voices into val and test, nothing retrained
     val_n = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())["metrics"]["val"]["student"]["n"]
-    third = build(ctx, tmp_path / "toy", preset=MICRO, work=work, progress=False, overwrite=True,
-                  calibration_negatives=30, far_kinds=["out_of_domain", "noise", "silence"])
+    third = build(ctx, tmp_path / "toy", preset=replace(MICRO, calibrate_snr=(10.0,)), work=work, progress=False,
+                  overwrite=True, calibration_negatives=30, far_kinds=["out_of_domain", "noise", "silence"])
     report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
     recipe = load_bundle(third).manifest.to_dict()["recipe"]
     assert recipe["calibration_negatives"] == 30 and recipe["far_kinds"] == ["out_of_domain", "noise", "silence"]
+    assert recipe["calibrate_snr"] == [10.0]  # the thresholds were also set on val with noise at 10 dB
+    assert "set on validation, clean and with noise at 10 dB SNR together" in (third / "MODEL_CARD.md").read_text()
     extra = [u for u in read_manifest(work / "build-toy-custom-s0" / "extra-negatives-n30") if u.kind != "command"]
     said = {u.text for u in read_manifest(work / "build-toy-custom-s0" / "corpus") if u.text}
     assert extra and {u.split for u in extra} <= {"val", "test"}
@@ -166,6 +168,11 @@ def test_build_with_a_grammar_decoder_ships_the_ctc_output_lexicon_and_calibrate
     assert report["decode_ms"]["clips"] > 0 and report["thresholds"]["gate"] == manifest["decoder"]["gate"]
     card = (bundle_dir / "MODEL_CARD.md").read_text()
     assert "decoded through the context's grammar" in card and "grammar decoder's search took" in card
+    assert "c search" in card and "clean and with noise at 15 dB SNR together" in card
+    # wrong actions (what the second target bounds) are reported per condition, for the student and the teacher
+    assert "student wrong actions" in card and "teacher wrong actions" in card
+    assert all("wrong_actions" in m["student"] and "wrong_actions" in m["teacher_calibrated"]
+               for m in report["metrics"].values())
     # the recognizer decides through the grammar: every accepted result is a sentence of the context
     recognizer = Recognizer(bundle, threshold=0.0)
     result = recognizer.recognize(np.zeros(16000, np.float32) + 0.01 * np.random.default_rng(0).standard_normal(16000)
