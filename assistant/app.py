@@ -203,10 +203,15 @@ class Service:
                  flush_timeout_s: float = 5.0) -> None:
         self.hub, self.bundle, self.flush_timeout_s = hub, bundle, flush_timeout_s
         config = hub.recognizer
-        unknown = sorted(set(config.thresholds) - {"intent"})
+        unknown = sorted(set(config.thresholds) - {"intent", "gate"})
         if unknown:
-            _LOGGER.warning("%s: recognizer.thresholds: ignoring %s (known: intent)", hub.source, ", ".join(unknown))
-        self.recognizer = Recognizer(bundle, threads=config.threads, threshold=config.thresholds.get("intent"))
+            _LOGGER.warning("%s: recognizer.thresholds: ignoring %s (known: intent, gate)", hub.source,
+                            ", ".join(unknown))
+        try:
+            self.recognizer = Recognizer(bundle, threads=config.threads, threshold=config.thresholds.get("intent"),
+                                         gate=config.thresholds.get("gate"))
+        except ConfigError as e:
+            raise ConfigError(f"{hub.source}: recognizer.thresholds: {e}") from None
         if config.early_stop is not None and bundle.manifest.streaming is None:
             raise BundleError(f"{hub.source}: recognizer.early_stop needs a bundle with a streaming model; "
                               f"{bundle.path} has none (remove early_stop or export a causal student)")

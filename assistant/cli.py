@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--json", action="store_true", help="print one JSON object per file")
     infer.add_argument("--threshold", type=float, default=None, metavar="T",
                        help="decision threshold in [0, 1] (default: the bundle's)")
+    infer.add_argument("--gate", type=float, default=None, metavar="G",
+                       help="the heads' gate in [0, 1] of a bundle that decodes through its grammar (default: the "
+                            "bundle's)")
     infer.add_argument("--threads", type=int, default=None, metavar="N",
                        help="ONNX Runtime threads (default: hub.yaml's, else 1)")
     infer.add_argument("--fp32", action="store_true",
@@ -219,7 +222,7 @@ def infer_command(args: argparse.Namespace) -> int:
     threads = args.threads
     if threads is None:
         threads = load_config(args.config, broker=args.broker).recognizer.threads if args.config else 1
-    recognizer = Recognizer(bundle, threads=threads, threshold=args.threshold, reference=args.fp32)
+    recognizer = Recognizer(bundle, threads=threads, threshold=args.threshold, gate=args.gate, reference=args.fp32)
     failed = 0
     with tempfile.TemporaryDirectory(prefix="hubvoice-infer-") as workdir:
         publisher = _publisher(args, bundle, workdir) if args.publish else None

@@ -24,7 +24,7 @@
       # satellites: [porch]           # satellite: Hermes site ids (default: this site)
       listen: false                   # true: only after a message on <prefix>/<site>/listen
       endpoint: {aggressiveness: 2, pre_roll_ms: 300, trailing_silence_ms: 600, max_utterance_s: 8}
-    recognizer: {threads: 1, thresholds: {intent: 0.6}, early_stop: 0.9}
+    recognizer: {threads: 1, thresholds: {intent: 0.6, gate: 0.9}, early_stop: 0.9}
     actions: [...]                    # see assistant.actions
 
 Errors name the file, the key path and the allowed values, e.g.
@@ -454,7 +454,8 @@ class RecognizerConfig:
     """ONNX Runtime intra-op threads."""
     thresholds: dict[str, float] = field(default_factory=dict)
     """Overrides of the bundle's decision thresholds (name -> value in [0, 1]); 'intent' is the confidence
-    a command needs to be understood."""
+    a command needs to be understood; 'gate', for a bundle that decodes through its grammar, the heads'
+    1 - P(not understood) it also needs (the manifest's ``decoder.gate``)."""
     early_stop: float | None = None
     """End an utterance as soon as the bundle's streaming model is this confident of a command (in (0, 1]);
     None: wait for the trailing silence. Needs a bundle with a streaming model."""

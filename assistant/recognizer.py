@@ -57,16 +57,25 @@ class Recognizer:
     """ONNX Runtime session over a bundle's model, and the decision made from its output."""
 
     def __init__(self, bundle: Bundle, *, threads: int = 1, threshold: float | None = None,
-                 reference: bool = False) -> None:
-        """``reference``: run the bundle's float reference model (``model.fp32.onnx``) instead of ``model.onnx``."""
+                 gate: float | None = None, reference: bool = False) -> None:
+        """``threshold``, ``gate``: override the bundle's confidence threshold and, for a bundle that decodes
+        through its grammar, the heads' gate (both in [0, 1]). ``reference``: run the bundle's float
+        reference model (``model.fp32.onnx``) instead of ``model.onnx``."""
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"recognizer threads: expected a positive integer, got {threads!r}")
-        if threshold is not None and not 0.0 <= threshold <= 1.0:
-            raise ConfigError(f"recognizer threshold: expected a number in [0, 1], got {threshold!r}")
+        for key, value in (("threshold", threshold), ("gate", gate)):
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ConfigError(f"recognizer {key}: expected a number in [0, 1], got {value!r}")
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.threads = threads
         self.threshold = self.manifest.threshold if threshold is None else float(threshold)
+        decoder = self.manifest.decoder
+        if gate is not None and decoder is None:
+            raise ConfigError(f"recognizer gate: {bundle.path} decides with its heads alone (no grammar decoder), "
+                              f"so it has no heads' gate; set only the threshold")
+        self.gate = (decoder.settings.gate if decoder is not None else 0.0) if gate is None else float(gate)
+        """The heads' 1 - P(not understood) a grammar decision also needs (unused by a heads-only bundle)."""
         model = bundle.reference_path if reference else bundle.model_path
         if model is None:
             raise BundleError(f"{bundle.path}: this bundle kept no float reference model (write it with keep_fp32=True)")
@@ -119,7 +128,7 @@ class Recognizer:
             raise BundleError(f"{self.bundle.path}: this bundle decodes through its grammar; the model gave no "
                               f"{decoder.settings.output!r} output")
         candidate = best_candidate(self.bundle.grammar, self.manifest.layout, ctc, probs, decoder.settings)
-        return grammar_decision(candidate, self.threshold, decoder.settings.gate)
+        return grammar_decision(candidate, self.threshold, self.gate)
 
     def _split(self, out: Sequence[np.ndarray], row: int) -> tuple[list[np.ndarray], np.ndarray | None]:
         """One clip's head rows and CTC rows from a run's outputs (heads first, then the CTC output)."""

@@ -120,6 +120,10 @@ def test_settings_are_validated(bundle: Bundle) -> None:
         Recognizer(bundle, threads=0)
     with pytest.raises(ConfigError, match=r"threshold: expected a number in \[0, 1\], got 2"):
         Recognizer(bundle, threshold=2)
+    with pytest.raises(ConfigError, match=r"gate: expected a number in \[0, 1\], got -0.5"):
+        Recognizer(bundle, gate=-0.5)
+    with pytest.raises(ConfigError, match="no grammar decoder"):  # a heads-only bundle has no gate to override
+        Recognizer(bundle, gate=0.5)
 
 
 # --- streaming -------------------------------------------------------------------------------------
