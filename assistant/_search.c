@@ -2,7 +2,7 @@
  *
  * The same search as the pure-Python loop in assistant/grammar.py (`GrammarGraph._search_python`),
  * step for step and in the same order, with the same float64 arithmetic, so the two return the same
- * hypotheses (tests/test_grammar_search.py checks it). States are (position in the graph's spelled
+ * hypotheses (tests/assistant/test_grammar_search.py checks it). States are (position in the graph's spelled
  * units, after-blank) plus the start state before the first word; a position names its word arc.
  *
  * Built by setup.py as an optional extension: when it cannot be built, the hub runs the Python loop.
@@ -115,7 +115,6 @@ typedef struct {
     Py_ssize_t npos, narcs, nnodes, nsucc;
     int32_t start_node, max_unit;
     Work w;
-    State *state_mem;
     double *scratch, *cur_score;
     int32_t *cur_state, *cur_hist, *kept;
 } Graph;
@@ -143,11 +142,11 @@ static int32_t *copy_table(PyObject *obj, const char *name, Py_ssize_t *count) {
 
 static void graph_free(Graph *g) {
     free(g->units); free(g->pos_arc); free(g->pos_last); free(g->arc_first); free(g->arc_dst); free(g->arc_tag);
-    free(g->succ_start); free(g->succ); free(g->succ_first); free(g->succ_unit); free(g->succ_tag); free(g->state_mem); free(g->w.order); free(g->w.hists);
+    free(g->succ_start); free(g->succ); free(g->succ_first); free(g->succ_unit); free(g->succ_tag); free(g->w.state); free(g->w.order); free(g->w.hists);
     free(g->scratch); free(g->cur_score); free(g->cur_state); free(g->cur_hist); free(g->kept);
     g->units = g->pos_arc = g->pos_last = g->arc_first = g->arc_dst = g->arc_tag = g->succ_start = g->succ = NULL;
     g->succ_first = g->succ_unit = g->succ_tag = NULL;
-    g->state_mem = NULL; g->w.order = NULL; g->w.hists = NULL; g->scratch = g->cur_score = NULL;
+    g->w.state = NULL; g->w.order = NULL; g->w.hists = NULL; g->scratch = g->cur_score = NULL;
     g->cur_state = g->cur_hist = g->kept = NULL;
 }
 
@@ -220,18 +219,17 @@ static int Graph_init(Graph *g, PyObject *args, PyObject *kwds) {
     }
     /* state 0: before the first word; 1 + 2 * position + after_blank otherwise */
     size_t nstates = (size_t)(1 + 2 * g->npos);
-    g->state_mem = (State *)calloc(nstates, sizeof(State));
+    g->w.state = (State *)calloc(nstates, sizeof(State));
     g->w.order = (int32_t *)malloc(nstates * sizeof(int32_t));
     g->scratch = (double *)malloc(nstates * sizeof(double));
     g->cur_score = (double *)malloc(nstates * sizeof(double));
     g->cur_state = (int32_t *)malloc(nstates * sizeof(int32_t));
     g->cur_hist = (int32_t *)malloc(nstates * sizeof(int32_t));
     g->kept = (int32_t *)malloc(nstates * sizeof(int32_t));
-    if (!g->state_mem || !g->w.order || !g->scratch || !g->cur_score || !g->cur_state || !g->cur_hist || !g->kept) {
+    if (!g->w.state || !g->w.order || !g->scratch || !g->cur_score || !g->cur_state || !g->cur_hist || !g->kept) {
         PyErr_NoMemory();
         return -1;
     }
-    g->w.state = g->state_mem;
     g->w.nstates = (Py_ssize_t)nstates;
     g->w.step = 0;
     return 0;
@@ -243,7 +241,7 @@ static PyObject *Graph_viterbi(Graph *g, PyObject *args) {
     Py_ssize_t beam;
     double prune, blank_penalty;
     if (!PyArg_ParseTuple(args, "Ondd", &obj, &beam, &prune, &blank_penalty)) return NULL;
-    if (!g->state_mem) {
+    if (!g->w.state) {
         PyErr_SetString(PyExc_RuntimeError, "SearchGraph: not initialized");
         return NULL;
     }
@@ -269,7 +267,7 @@ static PyObject *Graph_viterbi(Graph *g, PyObject *args) {
     Work *w = &g->w;
     w->nhist = 0;
     if (w->step > INT32_MAX - steps - 2) { /* the stamps would wrap: start them again */
-        memset(g->state_mem, 0, (size_t)w->nstates * sizeof(State));
+        memset(w->state, 0, (size_t)w->nstates * sizeof(State));
         w->step = 0;
     }
     double *cur_score = g->cur_score, *scratch = g->scratch;

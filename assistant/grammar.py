@@ -391,11 +391,10 @@ class GrammarGraph:
                 room = beam - sum(1 for _, v in kept if v[0] > edge)
                 chosen = []
                 for k, v in kept:
-                    if v[0] > edge:
+                    if v[0] > edge or (v[0] == edge and room > 0):
                         chosen.append((k, v))
-                    elif v[0] == edge and room > 0:
-                        chosen.append((k, v))
-                        room -= 1
+                        if v[0] == edge:
+                            room -= 1
                 kept = chosen
             if not kept:
                 return []

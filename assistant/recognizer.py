@@ -82,7 +82,7 @@ class Recognizer:
         self.session = open_session(model, threads)
         self._stream_session: ort.InferenceSession | None = None
         self._warned = _Warned()
-        if self.manifest.decoder is not None and SEARCH_ENGINE != "c":
+        if decoder is not None and SEARCH_ENGINE != "c":
             _LOGGER.warning("the compiled grammar search (assistant._search) is not built: decoding in Python, "
                             "~20x slower (reinstall hubvoice where a C compiler is present: pip install .)")
 

@@ -30,6 +30,7 @@ from assistant.config import EndpointConfig
 from assistant.decode import Decision
 from assistant.endpoint import Endpointer
 from assistant.recognizer import Recognizer
+from distill.assess import decide_clips
 from distill.build import OTHER_NEGATIVES
 from distill.data import load_corpus
 from distill.evaluate import format_table, score, wrong_action_rate
@@ -75,7 +76,7 @@ def main() -> None:
         r = recognizer.recognize(audio)
         return Decision(r.understood, r.intent, dict(r.slots), r.confidence)
 
-    rows = [row("as synthesized", [decide(a) for a in clips.audio], 0)]
+    rows = [row("as synthesized", decide_clips(recognizer, clips)[0], 0)]
     for pre in args.pre_roll:
         for post in args.post_roll:
             config = replace(EndpointConfig(), pre_roll_ms=pre, post_roll_ms=post)

@@ -153,8 +153,6 @@ def _measure(spec: dict[str, Any]) -> dict[str, Any]:
     net = np.asarray(out.pop("network_ms", []))
     if net.size:
         out["network_ms"] = {"p50": float(np.percentile(net, 50)), "p95": float(np.percentile(net, 95))}
-    else:
-        out.pop("network_ms", None)
     return {**out, "latency_ms": {"p50": float(np.percentile(t, 50)), "p95": float(np.percentile(t, 95)),
                                   "mean": float(t.mean()), "min": float(t.min())}}
 

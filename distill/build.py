@@ -248,6 +248,11 @@ def _percentiles(seconds: Sequence[float]) -> dict[str, float] | None:
     return {"p50": round(float(np.median(ms)), 1), "p95": round(float(np.percentile(ms, 95)), 1), "clips": len(ms)}
 
 
+def _joined(probs: dict[str, list[np.ndarray]]) -> list[np.ndarray]:
+    """Per head, the probability rows of several clip sets one after the other (in ``probs``' order)."""
+    return [np.concatenate([p[h] for p in probs.values()]) for h in range(len(next(iter(probs.values()))))]
+
+
 def _summary(m: Metrics) -> dict[str, Any]:
     return {"command_acceptance": m.command_acceptance, "commands_right": m.commands_right,
             "intent_accuracy": m.intent_accuracy,
@@ -464,7 +469,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         refs = [r for clips in calibration.values() for r in clips.references]
         cal_probs = {name: student_probs(student, clips) for name, clips in calibration.items()}
         if p.decoder is None:
-            joined = [np.concatenate([cal_probs[n][h] for n in calibration]) for h in range(len(cal_probs["val"]))]
+            joined = _joined(cal_probs)
             cal = calibrate_threshold(layout, joined[0], joined[1:], refs, target_far=p.target_far,
                                       target_wrong=p.target_wrong, far_kinds=p.far_kinds)
             threshold = min(1.0, cal.threshold)
@@ -475,7 +480,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                 refs, [c for n in calibration for c in cal_cands[n]], p.target_far, p.target_wrong, p.far_kinds))
         # The teacher at the same false-accept (and wrong-action) target, calibrated the same way: its
         # threshold-0 number lets through a quarter of the out-of-context clips, so it is not the student's peer.
-        t_val = [np.concatenate([tprobs[n][h] for n in calibration]) for h in range(len(tprobs["val"]))]
+        t_val = _joined({n: tprobs[n] for n in calibration})
         t_cal = calibrate_threshold(layout, t_val[0], t_val[1:], refs, target_far=p.target_far,
                                     target_wrong=p.target_wrong, far_kinds=p.far_kinds)
         t_threshold = min(1.0, t_cal.threshold)
@@ -483,7 +488,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         rows = []
         decided: dict[str, list[Decision]] = {}
         for name, clips in {"val": val, **conditions}.items():
-            probs = student_probs(student, clips)
+            probs = cal_probs["val"] if name == "val" else student_probs(student, clips)
             if p.decoder is None:
                 decided[name] = decide_all(layout, probs[0], probs[1:], threshold=threshold)
             else:

@@ -28,12 +28,13 @@ def shipped() -> tuple[GrammarGraph, list[np.ndarray], list[str]]:
     bundle = load_bundle(BUNDLE)
     assert bundle.grammar is not None and bundle.manifest.decoder is not None
     recognizer = Recognizer(bundle)
-    names = [o.name for o in recognizer.session.get_outputs()]
     out, intents = [], []
     for wav in sorted((BUNDLE / "samples").glob("*.wav")):
         intents.append(wav.stem.split("_", 1)[1])
         outputs = recognizer.session.run(None, {bundle.manifest.input: recognizer.prepare(read_wav(wav))[None]})
-        out.append(np.asarray(outputs[names.index(bundle.manifest.decoder.settings.output)][0], dtype=np.float64))
+        ctc = recognizer._split(outputs, 0)[1]  # the hub's own split of heads and CTC output
+        assert ctc is not None
+        out.append(np.asarray(ctc, dtype=np.float64))
     return bundle.grammar, out, intents
 
 
