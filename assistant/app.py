@@ -209,7 +209,7 @@ class Service:
                             ", ".join(unknown))
         try:
             self.recognizer = Recognizer(bundle, threads=config.threads, threshold=config.thresholds.get("intent"),
-                                         gate=config.thresholds.get("gate"))
+                                         gate=config.thresholds.get("gate"), trim=config.trim)
         except ConfigError as e:
             raise ConfigError(f"{hub.source}: recognizer.thresholds: {e}") from None
         if config.early_stop is not None and bundle.manifest.streaming is None:

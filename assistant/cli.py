@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--gate", type=float, default=None, metavar="G",
                        help="the heads' gate in [0, 1] of a bundle that decodes through its grammar (default: the "
                             "bundle's)")
+    infer.add_argument("--no-trim", action="store_true",
+                       help="decide each file whole; by default quiet beyond 0.3 s before and after the speech is "
+                            "cut off, as the model was trained on clips with little of it (hub.yaml: recognizer.trim)")
     infer.add_argument("--threads", type=int, default=None, metavar="N",
                        help="ONNX Runtime threads (default: hub.yaml's, else 1)")
     infer.add_argument("--fp32", action="store_true",
@@ -215,14 +218,14 @@ def _publisher(args: argparse.Namespace, bundle: Bundle, workdir: str) -> Publis
 def infer_command(args: argparse.Namespace) -> int:
     """``hubvoice infer``: 0 when every file was decided (and published), 1 when any failed."""
     from assistant.bundle import load_bundle
-    from assistant.config import load_config
+    from assistant.config import RecognizerConfig, load_config
     from assistant.recognizer import Recognizer, recognize_file
 
     bundle = load_bundle(args.bundle or default_bundle())
-    threads = args.threads
-    if threads is None:
-        threads = load_config(args.config, broker=args.broker).recognizer.threads if args.config else 1
-    recognizer = Recognizer(bundle, threads=threads, threshold=args.threshold, gate=args.gate, reference=args.fp32)
+    config = load_config(args.config, broker=args.broker).recognizer if args.config else RecognizerConfig()
+    threads = config.threads if args.threads is None else args.threads
+    recognizer = Recognizer(bundle, threads=threads, threshold=args.threshold, gate=args.gate, reference=args.fp32,
+                            trim=None if args.no_trim else config.trim)
     failed = 0
     with tempfile.TemporaryDirectory(prefix="hubvoice-infer-") as workdir:
         publisher = _publisher(args, bundle, workdir) if args.publish else None

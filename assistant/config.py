@@ -24,7 +24,8 @@
       # satellites: [porch]           # satellite: Hermes site ids (default: this site)
       listen: false                   # true: only after a message on <prefix>/<site>/listen
       endpoint: {aggressiveness: 2, pre_roll_ms: 300, trailing_silence_ms: 600, max_utterance_s: 8}
-    recognizer: {threads: 1, thresholds: {intent: 0.6, gate: 0.9}, early_stop: 0.9}
+    recognizer: {threads: 1, thresholds: {intent: 0.6, gate: 0.9}, early_stop: 0.9,
+                 trim: {before_s: 0.3, after_s: 0.3}}   # false: decide utterances as cut
     actions: [...]                    # see assistant.actions
 
 Errors name the file, the key path and the allowed values, e.g.
@@ -47,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from assistant.actions import ActionSpec
+from assistant.audio import DEFAULT_TRIM, Trim
 from assistant.errors import ConfigError
 
 PROTOCOLS = ("3.1.1", "5")
@@ -459,10 +461,14 @@ class RecognizerConfig:
     early_stop: float | None = None
     """End an utterance as soon as the bundle's streaming model is this confident of a command (in (0, 1]);
     None: wait for the trailing silence. Needs a bundle with a streaming model."""
+    trim: Trim | None = DEFAULT_TRIM
+    """How much quiet to keep before and after the speech of each utterance (``trim: {before_s: 0.3,
+    after_s: 0.3}``, :class:`assistant.audio.Trim`); None (``trim: false``): decide utterances whole, as the
+    endpointer cut them."""
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "hub.yaml") -> RecognizerConfig:
-        r = _Section(data, "recognizer", source, ("threads", "thresholds", "early_stop"))
+        r = _Section(data, "recognizer", source, ("threads", "thresholds", "early_stop", "trim"))
         thresholds = r.get("thresholds", {})
         if not isinstance(thresholds, Mapping):
             r.fail("thresholds", f"expected {{name: number in [0, 1]}}, got {_show(thresholds)}")
@@ -470,7 +476,25 @@ class RecognizerConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 r.fail(f"thresholds.{name}", f"expected a number in [0, 1], got {_show(value)}")
         early_stop = None if r.get("early_stop") in (None, False) else r.get_float("early_stop", 1.0, 0.0, 1.0)
-        return cls(r.get_int("threads", 1, 1, 256), {str(k): float(v) for k, v in thresholds.items()}, early_stop)
+        return cls(r.get_int("threads", 1, 1, 256), {str(k): float(v) for k, v in thresholds.items()}, early_stop,
+                   _trim(r.data.get("trim"), source))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["trim"] = False if self.trim is None else asdict(self.trim)
+        return data
+
+
+def _trim(data: Any, source: str) -> Trim | None:
+    """``recognizer.trim``: false (None), true or absent (the default), or a mapping of :class:`Trim`'s fields."""
+    if data is False:
+        return None
+    if data is None or data is True:
+        return DEFAULT_TRIM
+    limits = {"before_s": 10.0, "after_s": 10.0, "below_peak_db": 120.0, "above_floor_db": 120.0,
+              "min_range_db": 120.0}
+    t = _Section(data, "recognizer.trim", source, tuple(limits))
+    return Trim(**{key: _number(t, key, getattr(DEFAULT_TRIM, key), 0.0, high) for key, high in limits.items()})
 
 
 @dataclass(frozen=True)
@@ -526,6 +550,7 @@ class HubConfig:
         data = asdict(self)
         data["actions"] = [spec.to_dict() for spec in self.actions]
         data["audio"] = self.audio.to_dict()
+        data["recognizer"] = self.recognizer.to_dict()
         del data["source"]
         return data
 

@@ -5,13 +5,15 @@ or several (:meth:`Recognizer.recognize_batch`) and decides: with the bundle's h
 threshold (:func:`assistant.decode.decode`), or, when the manifest has a ``decoder``, by
 decoding the graph's CTC output through the context's grammar, chosen together with the heads
 (:func:`assistant.grammar.best_candidate`), accepted by the threshold and the heads' gate.
-Input is 16 kHz mono float PCM in [-1, 1]: NaN/Inf samples are replaced (and logged once),
-audio shorter than the manifest's ``min_samples`` is zero-padded, longer than ``max_samples``
-cropped (logged).
+Input is 16 kHz mono float PCM in [-1, 1]: NaN/Inf samples are replaced (and logged once), quiet
+beyond a margin before and after the speech is cut off (:class:`assistant.audio.Trim`: the student
+was trained on clips with little of it), audio shorter than the manifest's ``min_samples`` is
+zero-padded, longer than ``max_samples`` cropped (logged).
 
 :meth:`Recognizer.stream` runs the streaming graph, if the bundle has one, on chunks of any
 length as they arrive; after the last chunk :meth:`RecognizerStream.result` equals what
-:meth:`Recognizer.recognize` decides on the whole utterance (same padding and cropping).
+:meth:`Recognizer.recognize` decides on the whole utterance (same padding and cropping) with ``trim=None``:
+a stream cannot take back the quiet it has already heard.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
+from assistant.audio import DEFAULT_TRIM, Trim, speech_bounds
 from assistant.bundle import Bundle, StreamingSpec, open_session
 from assistant.decode import Decision, decode
 from assistant.errors import AudioError, BundleError, ConfigError
@@ -57,10 +60,11 @@ class Recognizer:
     """ONNX Runtime session over a bundle's model, and the decision made from its output."""
 
     def __init__(self, bundle: Bundle, *, threads: int = 1, threshold: float | None = None,
-                 gate: float | None = None, reference: bool = False) -> None:
+                 gate: float | None = None, reference: bool = False, trim: Trim | None = DEFAULT_TRIM) -> None:
         """``threshold``, ``gate``: override the bundle's confidence threshold and, for a bundle that decodes
         through its grammar, the heads' gate (both in [0, 1]). ``reference``: run the bundle's float
-        reference model (``model.fp32.onnx``) instead of ``model.onnx``."""
+        reference model (``model.fp32.onnx``) instead of ``model.onnx``. ``trim``: how much quiet to keep
+        around the speech of each clip (:func:`assistant.audio.speech_bounds`); None: decide clips whole."""
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ConfigError(f"recognizer threads: expected a positive integer, got {threads!r}")
         for key, value in (("threshold", threshold), ("gate", gate)):
@@ -69,6 +73,7 @@ class Recognizer:
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.threads = threads
+        self.trim = trim
         self.threshold = self.manifest.threshold if threshold is None else float(threshold)
         decoder = self.manifest.decoder
         if gate is not None and decoder is None:
@@ -92,6 +97,11 @@ class Recognizer:
         """Checked, sanitized, padded/cropped 1-D float32 audio, ready for the model."""
         x = check_audio(audio, name)
         x = self.sanitize(x, name)
+        if self.trim is not None:
+            start, end = speech_bounds(x, self.trim, self.manifest.sample_rate)
+            if (start, end) != (0, len(x)):
+                _LOGGER.debug("%s: kept samples %d-%d of %d around the speech", name, start, end, len(x))
+                x = x[start:end]
         m = self.manifest
         if len(x) < m.min_samples:
             _LOGGER.debug("%s: %d samples, padded to %d", name, len(x), m.min_samples)

@@ -26,9 +26,11 @@ from assistant.audio import (
     RawSource,
     SatelliteSource,
     StreamResampler,
+    Trim,
     WavSource,
     decode_raw,
     sanitize,
+    speech_bounds,
 )
 from assistant.config import MqttConfig
 from assistant.errors import AudioError
@@ -84,6 +86,36 @@ def test_stream_resampler_equals_resampling_the_whole_stream(rate: int) -> None:
         i += n
     out.append(resampler.flush())
     np.testing.assert_allclose(np.concatenate(out), resample(x, rate, SAMPLE_RATE), atol=1e-6)
+
+
+def _tone(seconds: float, level: float = 0.3) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (level * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("floor_dbfs", [-200.0, -60.0, -40.0])
+def test_speech_bounds_keep_the_margins_around_the_loud_part(floor_dbfs: float) -> None:
+    rng = np.random.default_rng(0)
+    quiet = (rng.standard_normal(SAMPLE_RATE) * 10 ** (floor_dbfs / 20)).astype(np.float32)
+    x = np.concatenate([quiet, _tone(0.5), quiet])  # the tone is samples 16000-24000, at -13 dBFS
+    start, end = speech_bounds(x, Trim(before_s=0.3, after_s=0.2))
+    assert abs(start - (16000 - 4800)) <= 160 and abs(end - (24000 + 3200)) <= 160
+    assert speech_bounds(x, Trim(before_s=5.0, after_s=5.0)) == (0, len(x))  # margins end at the clip's edges
+
+
+def test_speech_bounds_leave_quiet_steady_and_short_clips_whole() -> None:
+    rng = np.random.default_rng(1)
+    noise = (rng.standard_normal(2 * SAMPLE_RATE) * 0.1).astype(np.float32)
+    for x in (np.zeros(SAMPLE_RATE, np.float32), noise, _tone(1.0), _tone(0.02), np.zeros(0, np.float32)):
+        assert speech_bounds(x) == (0, len(x))
+    # a loud part 45 dB above the rest of the clip: below_peak_db and above_floor_db decide which frames are
+    # loud; one 20 dB above a noise floor is loud, but a clip with no quiet part (min_range_db) is not trimmed
+    x = np.concatenate([_tone(1.0, 0.3 * 10 ** (-45 / 20)), _tone(0.5), _tone(1.0, 0.3 * 10 ** (-45 / 20))])
+    assert speech_bounds(x, Trim(0.0, 0.0)) == (16000, 24000)
+    assert speech_bounds(x, Trim(0.0, 0.0, below_peak_db=50.0, above_floor_db=0.0)) == (0, len(x))
+    x = np.concatenate([noise * 0.1, noise[:8000], noise * 0.1])
+    assert speech_bounds(x, Trim(0.0, 0.0, min_range_db=15.0)) == (32000, 40000)
+    assert speech_bounds(x, Trim(0.0, 0.0)) == (0, len(x))
 
 
 def test_sanitize_replaces_nonfinite_and_clips() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from assistant.audio import DEFAULT_TRIM, Trim
 from assistant.config import HubConfig, MqttConfig, TlsConfig, load_config, parse_broker_url
 from assistant.errors import ConfigError
 
@@ -25,7 +26,7 @@ mqtt:
   homeassistant: {discovery: false, prefix: ha}
 outbox: {path: state/outbox.sqlite3, max_age_s: 12.5}
 audio: {source: wav, paths: [a.wav]}
-recognizer: {threads: 2, thresholds: {intent: 0.6}}
+recognizer: {threads: 2, thresholds: {intent: 0.6}, trim: {after_s: 0.5}}
 actions:
   - intent: changeLightState
     topic: "zigbee2mqtt/{location}_light/set"
@@ -55,9 +56,21 @@ def test_full_file(tmp_path: Path) -> None:
     assert config.outbox.path == str(tmp_path / "state" / "outbox.sqlite3") and config.outbox.max_age_s == 12.5
     assert config.audio.source == "wav" and config.audio.paths == (str(tmp_path / "a.wav"),)
     assert config.recognizer.threads == 2 and config.recognizer.thresholds == {"intent": 0.6}
+    assert config.recognizer.trim == Trim(before_s=DEFAULT_TRIM.before_s, after_s=0.5)
     assert config.actions[0].payload == {"state": "{state|upper}"}
     again = HubConfig.from_dict(config.to_dict(), env={})
     assert again.mqtt == config.mqtt and again.actions == config.actions and again.outbox == config.outbox
+    assert again.recognizer == config.recognizer
+
+
+@pytest.mark.parametrize(("text", "trim"), [("", DEFAULT_TRIM), ("recognizer: {trim: true}", DEFAULT_TRIM),
+                                            ("recognizer: {trim: false}", None),
+                                            ("recognizer: {trim: {before_s: 0, after_s: 1}}", Trim(0.0, 1.0))])
+def test_recognizer_trim(text: str, trim: Trim | None, tmp_path: Path) -> None:
+    """On unless turned off; false survives a round trip through to_dict (it is not the default)."""
+    config = HubConfig.from_dict(__import__("yaml").safe_load(text), source="hub.yaml", base=tmp_path, env={})
+    assert config.recognizer.trim == trim
+    assert HubConfig.from_dict(config.to_dict(), env={}).recognizer.trim == trim
 
 
 def test_defaults_from_an_empty_file(tmp_path: Path) -> None:
@@ -97,6 +110,9 @@ def test_defaults_from_an_empty_file(tmp_path: Path) -> None:
         ("audio: {device: [1]}", "hub.yaml: audio.device: expected a device name or index"),
         ("recognizer: {threads: 0}", "hub.yaml: recognizer.threads: expected an integer in [1, 256], got 0"),
         ("recognizer: {thresholds: {intent: 2}}", "hub.yaml: recognizer.thresholds.intent: expected a number in [0, 1]"),
+        ("recognizer: {trim: {after_s: -1}}", "hub.yaml: recognizer.trim.after_s: expected a number in [0, 10], got -1"),
+        ("recognizer: {trim: {after: 1}}", "hub.yaml: recognizer.trim.after: unknown key (allowed: before_s, after_s,"),
+        ("recognizer: {trim: 0.3}", "hub.yaml: recognizer.trim: expected a mapping with keys before_s, after_s"),
         ("actions: {a: 1}", "hub.yaml: actions: expected a list of actions"),
         ("actions: [{intent: x, topic: 'a/#', payload: p}]", "hub.yaml: actions[0].topic: 'a/#' contains a wildcard"),
         ("- just\n- a list", "hub.yaml: (top level): expected a mapping"),

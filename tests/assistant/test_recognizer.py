@@ -94,6 +94,17 @@ def test_short_and_empty_audio_are_zero_padded(recognizer: Recognizer) -> None:
     assert empty.input == "empty" and empty.confidence == recognizer.recognize(np.zeros(1600, np.float32)).confidence
 
 
+def test_quiet_around_a_clip_is_trimmed_before_the_model(bundle: Bundle, recognizer: Recognizer) -> None:
+    """Quiet beyond the margins (0.3 s before, 0.3 s after) never reaches the model unless trim=None."""
+    clip = tone_clip(1, 14000, 7)
+    padded = np.concatenate([np.zeros(32000, np.float32), clip, np.zeros(24000, np.float32)])
+    kept = recognizer.prepare(padded)
+    assert len(clip) < len(kept) <= len(clip) + 9600 + 320 and np.array_equal(kept[4800:4800 + len(clip)], clip)
+    assert decision(recognizer.recognize(padded)) == decision(recognizer.recognize(clip)) == COMMANDS[1]
+    whole = Recognizer(bundle, trim=None).prepare(padded)
+    assert len(whole) == min(len(padded), bundle.manifest.max_samples)
+
+
 def test_long_audio_is_cropped_to_the_manifest_maximum(bundle: Bundle, caplog: pytest.LogCaptureFixture) -> None:
     recognizer = Recognizer(bundle)
     limit = bundle.manifest.max_samples
