@@ -38,7 +38,7 @@ from assistant import __version__
 from assistant.context import Context, load_context
 from assistant.decode import HeadLayout
 from assistant.errors import BundleError, ContextError
-from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon
+from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon, Scorer
 from assistant.wav import SAMPLE_RATE
 
 _LOGGER = logging.getLogger(__name__)
@@ -307,9 +307,14 @@ class Manifest:
             if kind != "grammar":
                 raise BundleError(f"{source}: decoder.kind {kind!r}: this hubvoice decodes 'grammar' only")
             numbers = {k: float(dec.get(k, (int, float))) for k in ("blank_penalty", "heads_weight", "gate", "prune")}
+            scorer = dec.get("scorer", dict, optional=True)
             try:
                 settings = GrammarSettings(output=dec.get("output", str), beam=dec.get("beam", int),
-                                           nbest=dec.get("nbest", int), **numbers)
+                                           nbest=dec.get("nbest", int),
+                                           scorer=Scorer.from_dict(scorer) if scorer is not None else None,
+                                           blank_penalty=numbers["blank_penalty"],
+                                           heads_weight=numbers["heads_weight"], gate=numbers["gate"],
+                                           prune=numbers["prune"])
             except BundleError as err:
                 raise BundleError(f"{source}: {err}") from None
             decoder = DecoderSpec(ref(dec.sub("lexicon")), settings)

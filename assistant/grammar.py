@@ -443,7 +443,8 @@ class GrammarSettings:
     the grammar cost nothing, towards 0 when the audio sounds like no sentence of the context.
     It is accepted when that confidence reaches the manifest's ``threshold`` and the heads'
     1 − P(not understood) reaches ``gate`` (the grammar always finds some sentence; the heads
-    were trained on negatives).
+    were trained on negatives). With a ``scorer``, the confidence is instead its estimate, from
+    that path confidence, the heads and the runner-up sentence, that the sentence is right.
     """
 
     output: str = "ctc"
@@ -454,6 +455,7 @@ class GrammarSettings:
     beam: int = 1000
     prune: float = 25.0
     nbest: int = 20
+    scorer: Scorer | None = None
 
     def __post_init__(self) -> None:
         numbers = {"blank_penalty": self.blank_penalty, "heads_weight": self.heads_weight, "prune": self.prune}
@@ -469,8 +471,53 @@ class GrammarSettings:
             raise BundleError(f"decoder.output: expected an output name, got {self.output!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "blank_penalty": self.blank_penalty, "heads_weight": self.heads_weight,
-                "gate": self.gate, "beam": self.beam, "prune": self.prune, "nbest": self.nbest}
+        out = {"output": self.output, "blank_penalty": self.blank_penalty, "heads_weight": self.heads_weight,
+               "gate": self.gate, "beam": self.beam, "prune": self.prune, "nbest": self.nbest}
+        return out if self.scorer is None else {**out, "scorer": self.scorer.to_dict()}
+
+
+SCORE_FEATURES = ("log_confidence", "log_not_understood", "log_intent", "intent_agrees", "margin", "log_slots_mean",
+                  "log_slots_min")
+"""What a :class:`Scorer` weighs, per clip: the log of the path confidence; the heads' log P(not understood),
+log P(the sentence's intent), and whether their own best intent is the sentence's (1 or 0); how far the best
+sentence's score (path + heads) is ahead of the runner-up's, per step (at most 1; 1 with no runner-up); the mean
+and the least of the slot heads' log-probabilities of the sentence's values (or absent), 0 with no slot heads."""
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Logistic regression from :data:`SCORE_FEATURES` to the probability that a clip's best sentence is right
+    (a command, its intent and every slot): fitted by the build on validation clips
+    (:func:`distill.decoding.fit_scorer`)."""
+
+    weights: tuple[float, ...]
+    bias: float
+
+    def __post_init__(self) -> None:
+        values = [*self.weights, self.bias]
+        if len(self.weights) != len(SCORE_FEATURES) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v) for v in values):
+            raise BundleError(f"decoder.scorer: expected {len(SCORE_FEATURES)} finite weights and a finite bias, "
+                              f"got {list(self.weights)!r} and {self.bias!r}")
+
+    def __call__(self, features: Sequence[float]) -> float:
+        z = self.bias + float(np.dot(self.weights, features))
+        return float(1.0 / (1.0 + np.exp(-z))) if z >= 0 else float(np.exp(z) / (1.0 + np.exp(z)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(SCORE_FEATURES), "weights": list(self.weights), "bias": self.bias}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Scorer:
+        """BundleError unless ``data`` names exactly :data:`SCORE_FEATURES`, in that order, with one weight each."""
+        names = data.get("features")
+        if names != list(SCORE_FEATURES):
+            raise BundleError(f"decoder.scorer.features: this hubvoice computes {list(SCORE_FEATURES)}, "
+                              f"got {names!r}")
+        weights, bias = data.get("weights"), data.get("bias")
+        if not isinstance(weights, list):
+            raise BundleError(f"decoder.scorer.weights: expected a list of numbers, got {weights!r}")
+        return cls(tuple(weights), bias)  # type: ignore[arg-type]  # checked in __post_init__
 
 
 @dataclass(frozen=True)
@@ -483,6 +530,8 @@ class Candidate:
     """exp(path score above the best unconstrained path, per step), in (0, 1]."""
     gate: float
     """The heads' 1 − P(not understood)."""
+    features: tuple[float, ...] = ()
+    """:data:`SCORE_FEATURES`: what a :class:`Scorer` weighs (the confidence is the scorer's when there is one)."""
 
 
 def heads_log_prob(layout: HeadLayout, heads: Sequence[np.ndarray], intent: str, slots: Mapping[str, str]) -> float:
@@ -499,7 +548,8 @@ def best_candidate(graph: GrammarGraph, layout: HeadLayout, log_probs: np.ndarra
     lp = np.asarray(log_probs, dtype=np.float64)
     hyps = graph.decode(lp, beam=settings.beam, prune=settings.prune, blank_penalty=settings.blank_penalty,
                         nbest=settings.nbest)
-    return choose(layout, hyps, free_path_score(lp, settings.blank_penalty), len(lp), heads, settings.heads_weight)
+    return choose(layout, hyps, free_path_score(lp, settings.blank_penalty), len(lp), heads, settings.heads_weight,
+                  settings.scorer)
 
 
 def free_path_score(log_probs: np.ndarray, blank_penalty: float) -> float:
@@ -509,15 +559,25 @@ def free_path_score(log_probs: np.ndarray, blank_penalty: float) -> float:
 
 
 def choose(layout: HeadLayout, hyps: Sequence[Hypothesis], free: float, steps: int, heads: Sequence[np.ndarray],
-           heads_weight: float) -> Candidate | None:
-    """The best of ``hyps`` by path score + ``heads_weight`` × the heads' log-probability, as a Candidate."""
+           heads_weight: float, scorer: Scorer | None = None) -> Candidate | None:
+    """The best of ``hyps`` by path score + ``heads_weight`` × the heads' log-probability, as a Candidate; its
+    confidence is the path confidence, or ``scorer``'s probability that it is right."""
     if not hyps:
         return None
     totals = [h.score + (heads_weight * heads_log_prob(layout, heads, h.intent, h.slots) if heads_weight else 0.0)
               for h in hyps]
-    best = hyps[int(np.argmax(totals))]
-    confidence = float(np.exp(min(0.0, (best.score - free) / max(steps, 1))))
-    return Candidate(best.intent, dict(best.slots), confidence, float(1.0 - heads[0][0]))
+    k = int(np.argmax(totals))
+    best = hyps[k]
+    path_confidence = float(np.exp(min(0.0, (best.score - free) / max(steps, 1))))
+    runner_up = max((t for i, t in enumerate(totals) if i != k), default=None)
+    margin = 1.0 if runner_up is None else min(1.0, (totals[k] - runner_up) / max(steps, 1))
+    intent, values = layout.encode(best.intent, best.slots)
+    slot_lps = [float(np.log(heads[1 + h][j] + 1e-9)) for h, j in enumerate(values)]
+    features = (float(np.log(max(path_confidence, 1e-9))), float(np.log(heads[0][0] + 1e-9)),
+                float(np.log(heads[0][intent] + 1e-9)), float(int(np.argmax(heads[0])) == intent), margin,
+                float(np.mean(slot_lps)) if slot_lps else 0.0, min(slot_lps, default=0.0))
+    confidence = path_confidence if scorer is None else scorer(features)
+    return Candidate(best.intent, dict(best.slots), confidence, float(1.0 - heads[0][0]), features)
 
 
 def grammar_decision(candidate: Candidate | None, threshold: float, gate: float) -> Decision:

@@ -5,7 +5,8 @@ The hub decides a clip from its CTC log-probabilities and head probabilities wit
 module runs the same code over many clips (in worker processes: the search is pure Python) and
 calibrates what the manifest records: the threshold on the decoder's confidence and the gate on
 the heads' 1 − P(not understood), for the build's false-accept and wrong-action targets
-(:func:`calibrate_gated`).
+(:func:`calibrate_gated`), or, with a scorer fitted on the same clips (:func:`fit_scorer`), the
+threshold on its probability alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from multiprocessing import get_context
 
 import numpy as np
@@ -24,6 +26,7 @@ from assistant.grammar import (
     GrammarGraph,
     GrammarSettings,
     Hypothesis,
+    Scorer,
     choose,
     free_path_score,
     grammar_decision,
@@ -77,13 +80,42 @@ def decode_all(graph: GrammarGraph, log_probs: Sequence[np.ndarray], settings: G
 
 
 def candidates(layout: HeadLayout, heads: Sequence[np.ndarray], decoded: Sequence[Decoded],
-               heads_weight: float) -> list[Candidate | None]:
+               heads_weight: float, scorer: Scorer | None = None) -> list[Candidate | None]:
     """Each clip's best sentence (:func:`assistant.grammar.choose`); ``heads``: per head ``[clips, labels]``."""
     out = []
     for k, (steps, free, found, _) in enumerate(decoded):
         hyps = [Hypothesis(intent, slots, score) for intent, slots, score in found]
-        out.append(choose(layout, hyps, free, steps, [h[k] for h in heads], heads_weight))
+        out.append(choose(layout, hyps, free, steps, [h[k] for h in heads], heads_weight, scorer))
     return out
+
+
+def fit_scorer(refs: Sequence[Reference], cands: Sequence[Candidate | None], l2: float = 0.01,
+               iterations: int = 3000) -> Scorer:
+    """Logistic regression from each candidate's :data:`assistant.grammar.SCORE_FEATURES` to "its sentence is
+    right" (a command, with its intent and every slot), on the clips that have one: full-batch gradient descent
+    on standardized features with an L2 penalty ``l2``, from zero (deterministic), folded back into weights on
+    the raw features."""
+    rows = [(c.features, r.is_command and (c.intent, c.slots) == (r.intent, r.slots))
+            for r, c in zip(refs, cands, strict=True) if c is not None]
+    if not rows or len({y for _, y in rows}) < 2:
+        raise ValueError("fit_scorer needs clips whose best sentence is right and clips whose is not")
+    x = np.array([f for f, _ in rows], dtype=np.float64)
+    y = np.array([y for _, y in rows], dtype=np.float64)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std[std < 1e-9] = 1.0  # a constant feature keeps weight 0
+    z = (x - mean) / std
+    w, b = np.zeros(z.shape[1]), 0.0
+    for _ in range(iterations):
+        g = 1.0 / (1.0 + np.exp(-(z @ w + b))) - y
+        w -= 0.5 * (z.T @ g / len(y) + l2 * w)
+        b -= 0.5 * float(g.mean())
+    weights = w / std
+    return Scorer(tuple(float(v) for v in weights), float(b - weights @ mean))
+
+
+def rescored(cands: Sequence[Candidate | None], scorer: Scorer) -> list[Candidate | None]:
+    """The same candidates with ``scorer``'s confidence (as :func:`candidates` with it would give)."""
+    return [None if c is None else replace(c, confidence=scorer(c.features)) for c in cands]
 
 
 def decisions(cands: Sequence[Candidate | None], threshold: float, gate: float) -> list[Decision]:

@@ -67,7 +67,7 @@ def test_the_samples_replayed_through_hubvoice_infer_without_torch() -> None:
 
 def test_quiet_around_a_recorded_command_is_trimmed(tmp_path: Path) -> None:
     """A recording with a second of quiet before and after the command (an ``arecord -d 4`` of it), through
-    `hubvoice infer`: the student was trained on clips with at most ~0.4 s of it, and without the trim most
+    `hubvoice infer`: the student was trained on clips with at most ~0.4 s of it, and without the trim many
     of the sample commands are rejected (docs/BENCHMARKS.md, "Quiet around a command")."""
     import numpy as np
 
@@ -93,7 +93,9 @@ def test_quiet_around_a_recorded_command_is_trimmed(tmp_path: Path) -> None:
     # at most one wrong action (on the test split this model takes 4% of the commands padded so for another
     # command, as many as unpadded; here the fan sample came out as a light: "set ... to 40")
     assert sum(d not in (e, (None, {})) for d, e in zip(trimmed, expected, strict=True)) <= 1
-    assert sum(d == e for d, e in zip(whole, expected, strict=True)) < len(commands) // 2
+    # without the trim, a quarter of the commands or more are lost (measured: 14 against 7 right of 16)
+    assert sum(d == e for d, e in zip(whole, expected, strict=True)) <= (
+        sum(d == e for d, e in zip(trimmed, expected, strict=True)) - len(commands) // 4)
 
 
 def test_the_demo_publishes_events_hermes_and_device_commands(broker: Broker,

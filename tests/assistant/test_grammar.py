@@ -7,8 +7,19 @@ import pytest
 
 from assistant import grammar
 from assistant.context import parse_context
+from assistant.decode import HeadLayout
 from assistant.errors import BundleError
-from assistant.grammar import BLANK, GrammarGraph, Lexicon
+from assistant.grammar import (
+    BLANK,
+    SCORE_FEATURES,
+    GrammarGraph,
+    GrammarSettings,
+    Lexicon,
+    Scorer,
+    choose,
+    free_path_score,
+    heads_log_prob,
+)
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])
@@ -179,3 +190,58 @@ def test_the_graph_is_numbered_the_same_in_every_process() -> None:
     digests = {subprocess.run([sys.executable, "-c", _NUMBERING], cwd=root, capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout for seed in ("1", "2", "3")}
     assert len(digests) == 1 and len(next(iter(digests)).strip()) == 64
+
+
+def _heads(layout: HeadLayout, intent: str, slots: dict[str, str], p: float = 0.7) -> list[np.ndarray]:
+    """Head probabilities with ``p`` on the given intent and each slot's value (or absent), the rest spread."""
+    i, values = layout.encode(intent, slots)
+    rows = []
+    for size, j in ((len(layout.intents), i), *((len(v) + 1, k) for (_, v), k in zip(layout.slots, values,
+                                                                                   strict=True))):
+        row = np.full(size, (1 - p) / (size - 1))
+        row[j] = p
+        rows.append(row)
+    return rows
+
+
+def test_choose_reports_the_features_a_scorer_weighs() -> None:
+    layout = HeadLayout.from_context(CONTEXT)
+    graph = GrammarGraph.from_lexicon(CONTEXT, LEXICON)
+    lp = _scores("kitchen lights on")
+    hyps = graph.decode(lp, nbest=5)
+    heads = _heads(layout, "lights", {"state": "on", "room": "kitchen"})
+    free, steps = free_path_score(lp, 0.0), len(lp)
+    cand = choose(layout, hyps, free, steps, heads, 0.5)
+    assert cand is not None and (cand.intent, cand.slots) == ("lights", {"state": "on", "room": "kitchen"})
+    totals = sorted((h.score + 0.5 * heads_log_prob(layout, heads, h.intent, h.slots) for h in hyps), reverse=True)
+    path = np.exp(min(0.0, (hyps[0].score - free) / steps))
+    slot_lps = [np.log(0.7 + 1e-9)] * 2 + [np.log(0.7 + 1e-9)]  # state, room, and minutes absent
+    want = [np.log(path), np.log(heads[0][0] + 1e-9), np.log(0.7 + 1e-9), 1.0, min(1.0, (totals[0] - totals[1]) / steps),
+            np.mean(slot_lps), min(slot_lps)]
+    assert len(cand.features) == len(SCORE_FEATURES)
+    np.testing.assert_allclose(cand.features, want, rtol=1e-9)
+    assert cand.confidence == pytest.approx(path) and cand.gate == pytest.approx(1 - heads[0][0])
+    # a scorer's probability replaces the path confidence; the sentence stays the same
+    scorer = Scorer((2.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0), -0.5)
+    scored = choose(layout, hyps, free, steps, heads, 0.5, scorer)
+    assert scored is not None and (scored.intent, scored.slots) == (cand.intent, cand.slots)
+    assert scored.confidence == pytest.approx(1 / (1 + np.exp(-(2.0 * want[0] + 1.0 - 0.5))))
+    # the heads disagreeing with the sentence's intent shows in the features
+    other = choose(layout, hyps, free, steps, _heads(layout, "timer", {"minutes": "2"}), 0.5)
+    assert other is not None and other.features[3] == 0.0 and other.features[2] < want[2]
+
+
+def test_a_scorer_is_checked_and_round_trips() -> None:
+    scorer = Scorer((0.5,) * len(SCORE_FEATURES), 1.0)
+    assert Scorer.from_dict(scorer.to_dict()) == scorer
+    assert GrammarSettings(scorer=scorer).to_dict()["scorer"] == scorer.to_dict()
+    assert "scorer" not in GrammarSettings().to_dict()  # bundles without one keep their manifest
+    assert scorer([-1e6] * len(SCORE_FEATURES)) == 0.0 and scorer([1e6] * len(SCORE_FEATURES)) == 1.0
+    with pytest.raises(BundleError, match="decoder.scorer"):
+        Scorer((1.0, 2.0), 0.0)
+    with pytest.raises(BundleError, match="decoder.scorer"):
+        Scorer((float("nan"),) * len(SCORE_FEATURES), 0.0)
+    with pytest.raises(BundleError, match="decoder.scorer.features"):
+        Scorer.from_dict({**scorer.to_dict(), "features": list(reversed(SCORE_FEATURES))})
+    with pytest.raises(BundleError, match="decoder.scorer.weights"):
+        Scorer.from_dict({**scorer.to_dict(), "weights": "heavy"})

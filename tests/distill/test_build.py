@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 
 from assistant.bundle import load_bundle  # noqa: E402
 from assistant.errors import ConfigError, ContextError  # noqa: E402
-from assistant.grammar import GrammarSettings  # noqa: E402
+from assistant.grammar import SCORE_FEATURES, GrammarSettings, Scorer  # noqa: E402
 from assistant.recognizer import Recognizer  # noqa: E402
 from distill.build import Preset, build  # noqa: E402
 from distill.corpus import read_manifest  # noqa: E402
@@ -46,7 +46,7 @@ MICRO = Preset(
 MICRO_GRAMMAR = replace(
     MICRO, student=replace(MICRO.student, train=replace(MICRO.student.train, gamma=0.0, ctc=5.0, ctc_units="phones")),
     decoder=GrammarSettings(blank_penalty=2.0, heads_weight=0.5, beam=200, prune=10.0), target_wrong=1.0,
-    far_kinds=("out_of_domain", "noise", "silence"), calibrate_snr=(15.0,))
+    far_kinds=("out_of_domain", "noise", "silence"), calibrate_snr=(15.0,), scorer=True)
 
 
 def test_a_malformed_context_fails_before_any_work(tmp_path: Path) -> None:
@@ -152,16 +152,26 @@ def test_a_grammar_decoder_without_a_phone_ctc_head_fails_before_any_work(tmp_pa
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
-def test_build_with_a_grammar_decoder_ships_the_ctc_output_lexicon_and_calibrated_pair(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scorer", [True, False])
+def test_build_with_a_grammar_decoder_ships_the_ctc_output_lexicon_and_calibrated_pair(scorer: bool,
+                                                                                       tmp_path: Path) -> None:
+    """With a scorer (the default and large presets), one threshold on its probability; without, the pair of
+    the decoder's confidence and the heads' gate."""
     ctx = tmp_path / "toy.yaml"
     ctx.write_text(TOY)
     work = tmp_path / "work"
-    bundle_dir = build(ctx, tmp_path / "toy", preset=MICRO_GRAMMAR, work=work, progress=False)
+    bundle_dir = build(ctx, tmp_path / "toy", preset=replace(MICRO_GRAMMAR, scorer=scorer), work=work, progress=False)
     bundle = load_bundle(bundle_dir)  # checksums, the lexicon spells the context, graphs, self-test by the grammar
     manifest = bundle.manifest.to_dict()
     assert manifest["decoder"]["kind"] == "grammar" and manifest["decoder"]["output"] == "ctc"
     assert manifest["decoder"]["lexicon"]["file"] == "lexicon.json" and (bundle_dir / "lexicon.json").is_file()
     assert manifest["decoder"]["gate"] == pytest.approx(manifest["metrics"]["gate"], abs=1e-4)
+    if scorer:  # fitted on the calibration clips: the gate is one of its features, not a second threshold
+        assert manifest["decoder"]["scorer"]["features"] == list(SCORE_FEATURES)
+        assert manifest["decoder"]["gate"] == 0.0 and bundle.manifest.decoder is not None
+        assert bundle.manifest.decoder.settings.scorer == Scorer.from_dict(manifest["decoder"]["scorer"])
+    else:
+        assert "scorer" not in manifest["decoder"]
     assert manifest["streaming"]["ctc_output"] == "ctc"
     assert {"turn", "lights", "music"} <= set(json.loads((bundle_dir / "lexicon.json").read_text())["words"])
     report = json.loads((work / "build-toy-custom-s0" / "build.json").read_text())
@@ -169,6 +179,7 @@ def test_build_with_a_grammar_decoder_ships_the_ctc_output_lexicon_and_calibrate
     card = (bundle_dir / "MODEL_CARD.md").read_text()
     assert "decoded through the context's grammar" in card and "grammar decoder's search took" in card
     assert "c search" in card and "clean and with noise at 15 dB SNR together" in card
+    assert ("the scorer's probability that the grammar's sentence is right" in card) == scorer
     # wrong actions (what the second target bounds) are reported per condition, for the student and the teacher
     assert "student wrong actions" in card and "teacher wrong actions" in card
     assert all("wrong_actions" in m["student"] and "wrong_actions" in m["teacher_calibrated"]

@@ -28,7 +28,7 @@ from assistant.bundle import load_bundle, sha256_file  # noqa: E402
 from assistant.context import parse_context  # noqa: E402
 from assistant.decode import HeadLayout  # noqa: E402
 from assistant.errors import ConfigError  # noqa: E402
-from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon  # noqa: E402
+from assistant.grammar import GrammarGraph, GrammarSettings, Lexicon, Scorer  # noqa: E402
 from assistant.recognizer import Recognizer  # noqa: E402
 from assistant.wav import read_wav  # noqa: E402
 from distill import decoding  # noqa: E402
@@ -162,12 +162,23 @@ def test_the_hub_decides_as_the_build_scores_and_refuses_a_bad_lexicon(folder: P
     data = _manifest(folder)
     data["decoder"]["gate"] = 1.5
     (odd / "manifest.json").write_text(json.dumps(data))
+    scorer = Scorer((1.0, -0.5, 0.25, 0.5, 2.0, 0.1, 0.2), -0.3)
+    scored = tmp_path / "scored"  # decides by a scorer's probability
+    shutil.copytree(folder, scored)
+    data = _manifest(folder)
+    data["decoder"]["scorer"] = scorer.to_dict()
+    (scored / "manifest.json").write_text(json.dumps(data))
+    unknown = tmp_path / "unknown"  # a scorer of features this hubvoice does not compute
+    shutil.copytree(folder, unknown)
+    data["decoder"]["scorer"]["features"][1] = "loudness"
+    (unknown / "manifest.json").write_text(json.dumps(data))
 
-    done = subprocess.run([sys.executable, "-c", _HUB, str(tmp_path / "clips.npy"), str(folder), str(tampered),
-                           str(short), str(odd)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run([sys.executable, "-c", _HUB, str(tmp_path / "clips.npy"), str(folder), str(scored),
+                           str(tampered), str(short), str(odd), str(unknown)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    hub, refusals = lines[0], lines[1:]
+    hub, hub_scored, refusals = lines[0], lines[1], lines[2:]
     # what the build scores: torch log-probabilities and heads through the same decoder
     refs = [Reference(None, kind="noise") for _ in clips]
     clipset = ClipSet("t", clips, refs, np.zeros((len(clips), 1 + len(layout.slots)), np.int64),
@@ -179,9 +190,15 @@ def test_the_hub_decides_as_the_build_scores_and_refuses_a_bad_lexicon(folder: P
     assert [(r["intent"], r["slots"]) for r in hub] == [(d.intent, d.slots) for d in want]
     assert all(r["understood"] for r in hub)  # threshold and gate 0: the best sentence is always taken
     assert [r["confidence"] for r in hub] == pytest.approx([d.confidence for d in want], abs=2e-3)
+    # with a scorer: the same sentences, its probability as the confidence
+    want = decoding.decisions(decoding.candidates(layout, heads, decoded, SETTINGS.heads_weight, scorer), 0.0, 0.0)
+    assert [(r["intent"], r["slots"]) for r in hub_scored] == [(d.intent, d.slots) for d in want]
+    assert [r["confidence"] for r in hub_scored] == pytest.approx([d.confidence for d in want], abs=2e-3)
+    assert [r["confidence"] for r in hub_scored] != pytest.approx([r["confidence"] for r in hub], abs=2e-3)
     assert "lexicon.json: sha256" in refusals[0]["refused"]
     assert "lexicon.json" in refusals[1]["refused"] and "'music'" in refusals[1]["refused"]
     assert "decoder.gate" in refusals[2]["refused"]
+    assert "decoder.scorer.features" in refusals[3]["refused"] and "loudness" in refusals[3]["refused"]
 
 
 def test_write_bundle_refuses_a_decoder_for_a_student_without_a_phone_head(tmp_path: Path) -> None:
