@@ -4,7 +4,8 @@
 or several (:meth:`Recognizer.recognize_batch`) and decides: with the bundle's head layout and
 threshold (:func:`assistant.decode.decode`), or, when the manifest has a ``decoder``, by
 decoding the graph's CTC output through the context's grammar, chosen together with the heads
-(:func:`assistant.grammar.best_candidate`), accepted by the threshold and the heads' gate.
+(:func:`assistant.grammar.best_candidate`), accepted by the threshold (on the probability of the bundle's
+scorer that the sentence is right, if it has one; else on the decoder's confidence) and the heads' gate.
 Input is 16 kHz mono float PCM in [-1, 1]: NaN/Inf samples are replaced (and logged once), quiet
 beyond a margin before and after the speech is cut off (:class:`assistant.audio.Trim`: the student
 was trained on clips with little of it), audio shorter than the manifest's ``min_samples`` is
