@@ -137,7 +137,7 @@ def speech_bounds(x: np.ndarray, trim: Trim = DEFAULT_TRIM, sample_rate: int = S
     if peak - floor < trim.min_range_db:
         return 0, len(x)
     loud = np.flatnonzero(level > max(peak - trim.below_peak_db, floor + trim.above_floor_db))
-    if not len(loud):
+    if not len(loud):  # a configured below_peak_db of 0, or above_floor_db >= min_range_db
         return 0, len(x)
     start = max(0, int(loud[0]) * step - round(trim.before_s * sample_rate))
     end = min(len(x), (int(loud[-1]) + 1) * step + round(trim.after_s * sample_rate))

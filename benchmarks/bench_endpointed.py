@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from assistant.audio import Trim
+from assistant.audio import DEFAULT_TRIM, Trim
 from assistant.bundle import load_bundle
 from assistant.config import EndpointConfig
 from assistant.decode import Decision
@@ -48,11 +48,8 @@ from distill.evaluate import format_table, score, wrong_action_rate
 def framed(clip: np.ndarray, config: EndpointConfig, gap_s: float, noise_dbfs: float,
            rng: np.random.Generator) -> list[np.ndarray]:
     """The utterances the endpointer cuts from ``clip`` between two gaps of quiet noise."""
-    gap = int(gap_s * 16000)
-    level = 10 ** (noise_dbfs / 20)
-    stream = np.concatenate([rng.standard_normal(gap) * level, clip, rng.standard_normal(gap) * level])
     endpointer = Endpointer(config)
-    cut = [u.audio for u in endpointer.process(stream.astype(np.float32))]
+    cut = [u.audio for u in endpointer.process(padded(clip, gap_s, gap_s, noise_dbfs, rng))]
     last = endpointer.flush()
     return cut + ([last.audio] if last is not None else [])
 
@@ -99,7 +96,7 @@ def main() -> None:
 
     def trim_setting(text: str) -> Trim | None:
         if text in ("none", "default"):
-            return None if text == "none" else Trim()
+            return None if text == "none" else DEFAULT_TRIM
         before, _, after = text.partition(":")
         return Trim(float(before), float(after))
 

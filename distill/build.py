@@ -486,19 +486,20 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         else:
             assert p.target_wrong is not None
             cal_cands = {name: grammar_candidates(clips, cal_probs[name]) for name, clips in calibration.items()}
+            joined_cands = [c for cands in cal_cands.values() for c in cands]  # in the order of ``refs``
             if p.scorer:  # one threshold on the scorer's probability; the gate is then one of its features
                 try:
-                    scorer = decoding.fit_scorer(refs, [c for n in calibration for c in cal_cands[n]])
+                    scorer = decoding.fit_scorer(refs, joined_cands)
                 except ValueError as err:  # e.g. no validation sentence right yet: a model too young to score
                     _LOGGER.warning("no scorer fitted (%s): the decoder's confidence and the heads' gate decide", err)
             if scorer is not None:
-                cal_cands = {name: decoding.rescored(cands, scorer) for name, cands in cal_cands.items()}
+                cal_cands["val"] = decoding.rescored(cal_cands["val"], scorer)  # evaluated below
                 threshold, gate = decoding.manifest_thresholds(decoding.calibrate(
-                    refs, [c for n in calibration for c in cal_cands[n]], p.target_far, p.target_wrong,
+                    refs, decoding.rescored(joined_cands, scorer), p.target_far, p.target_wrong,
                     far_kinds=p.far_kinds), -math.inf)
             else:
                 threshold, gate = decoding.manifest_thresholds(*decoding.calibrate_gated(
-                    refs, [c for n in calibration for c in cal_cands[n]], p.target_far, p.target_wrong, p.far_kinds))
+                    refs, joined_cands, p.target_far, p.target_wrong, p.far_kinds))
         # The teacher at the same false-accept (and wrong-action) target, calibrated the same way: its
         # threshold-0 number lets through a quarter of the out-of-context clips, so it is not the student's peer.
         t_val = _joined({n: tprobs[n] for n in calibration})
