@@ -117,7 +117,8 @@ class Trim:
     min_range_db: float = 25.0
     """Only a clip whose loudest frame is this many dB above its floor is trimmed. In noise (15 or 6 dB SNR)
     the quiet around a command is that noise, as in the noisy clips the student trained on; trimming it cost
-    1.2-1.9 points of commands right at 6 dB, and 20, 25 and 30 dB here all avoided that on validation."""
+    up to 1.5 points of commands right at 6 dB on validation (1.9 on test), and 20, 25 and 30 dB here all
+    avoided that on validation."""
 
 
 DEFAULT_TRIM = Trim()
