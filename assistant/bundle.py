@@ -199,7 +199,7 @@ class Manifest:
     model: FileRef
     """The whole-utterance ONNX model."""
     precision: str
-    """'int8-static', 'int8-dynamic' or 'fp32'."""
+    """'int8-static', 'int8-dynamic', 'int8-weights' (int8 weights, float activations) or 'fp32'."""
     input: str
     """The model's audio input: float32 PCM ``[batch, samples]``."""
     outputs: tuple[str, ...]

@@ -1,13 +1,15 @@
-"""int8 calibration variants of a built student, each scored through ONNX Runtime like the hub decides.
+"""int8 variants of a built student, each scored through ONNX Runtime like the hub decides.
 
     .venv/bin/python benchmarks/bench_quant.py --bundle models/smart_home \
-        --build work/build-smart_home-default-s0 --out work/bench-quant --calibration 64 256
+        --build work/build-smart_home-default-s0 --out work/bench-quant --modes static weights --calibration 256
 
-Exports the build's student (``student/last.pt``) to fp32 ONNX, quantizes it with
-``distill.export.quantize_model`` (static QDQ, per-channel int8 weights, uint8 activations,
-frontend in float) calibrated on N training clips drawn as the build draws them (seed 0),
-and decides every test clip alone, clean and at 6 dB SNR, with the bundle's threshold.
-Prints a markdown table (acceptance and the change against fp32). A benchmark, not a test.
+Exports the build's student (``student/last.pt``) to fp32 ONNX and quantizes it with
+``distill.export.quantize_model`` in each ``--modes``: ``static`` (QDQ, per-channel 7-bit int8 weights, uint8
+activations, frontend in float; calibrated on N training clips drawn as the build draws them, seed 0, for each
+``--calibration`` N), ``weights`` (int8 weights, float activations) and ``dynamic``. Each model decides every
+test clip alone, clean and at 15 and 6 dB SNR, with the bundle's decoder and threshold. Prints a markdown table:
+command acceptance, its change against fp32, and the share of clips decided exactly as fp32 decides them; and
+whether this CPU has VNNI (static int8 on x86 differs with and without it). A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -19,11 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from assistant.bundle import load_bundle
+from assistant.decode import Decision
 from assistant.recognizer import Recognizer, open_session
 from distill.assess import decide_clips
 from distill.data import load_corpus, with_noise
 from distill.evaluate import format_table, score
-from distill.export import export_model, load_student, quantize_model
+from distill.export import QUANTIZE_MODES, export_model, load_student, quantize_model
+
+
+def cpu_flags() -> str:
+    """The x86 int8 dot-product extensions this CPU has (from /proc/cpuinfo), or what it has instead."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith(("flags", "Features"))), [])
+    except OSError:
+        return "unknown"
+    found = [f for f in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp") if f in flags]
+    return ", ".join(found) or "none of avx2 / avx512_vnni / avx_vnni / asimddp"
 
 
 def main() -> None:
@@ -31,7 +45,10 @@ def main() -> None:
     ap.add_argument("--bundle", required=True, type=Path)
     ap.add_argument("--build", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--calibration", type=int, nargs="+", default=[64, 256], help="numbers of calibration clips")
+    ap.add_argument("--modes", nargs="+", default=["static", "weights"],
+                    choices=[m for m in QUANTIZE_MODES if m != "none"])
+    ap.add_argument("--calibration", type=int, nargs="+", default=[256], help="numbers of calibration clips (static)")
+    ap.add_argument("--snr", type=float, nargs="*", default=[15.0, 6.0], help="noisy test conditions (dB)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(args.bundle)
@@ -40,28 +57,43 @@ def main() -> None:
     fp32 = export_model(student, args.out / "fp32.onnx", layout)
     train = load_corpus(args.build / "corpus", layout, splits=("train",))
     test = load_corpus(args.build / "corpus", layout, splits=("test",))
-    conditions = {"test clean": test, "test 6 dB": with_noise(test, 6)}
+    conditions = {"test clean": test, **{f"test {snr:g} dB": with_noise(test, snr) for snr in args.snr}}
     recognizer = Recognizer(bundle, threads=1)
 
-    def accept(path: Path) -> dict[str, float]:
+    def decide(path: Path) -> dict[str, list[Decision]]:
         recognizer.session = open_session(path, 1)
-        return {name: score(clips.references, decide_clips(recognizer, clips)[0], layout=layout).command_acceptance
-                for name, clips in conditions.items()}
+        return {name: decide_clips(recognizer, clips)[0] for name, clips in conditions.items()}
 
-    reference = accept(fp32)
-    rows = [{"model": "fp32", "kB": fp32.stat().st_size / 1000, **reference, "Δ clean (points)": 0.0,
-             "Δ 6 dB (points)": 0.0, "seconds": 0}]
-    for n in args.calibration:
-        picked = np.random.default_rng(0).choice(len(train), min(n, len(train)), False)
-        started = time.time()
-        path = quantize_model(fp32, args.out / f"int8-{n}.onnx", mode="static",
-                              calibration_clips=[train.audio[i] for i in picked])
-        got = accept(path)
-        rows.append({"model": f"int8, {n} calibration clips", "kB": path.stat().st_size / 1000, **got,
-                     "Δ clean (points)": 100 * (got["test clean"] - reference["test clean"]),
-                     "Δ 6 dB (points)": 100 * (got["test 6 dB"] - reference["test 6 dB"]),
-                     "seconds": round(time.time() - started)})
-    print(format_table(rows, list(rows[0]), percent=list(conditions)))
+    def row(model: str, path: Path, decisions: dict[str, list[Decision]], seconds: float) -> dict[str, object]:
+        out: dict[str, object] = {"model": model, "kB": path.stat().st_size / 1000}
+        for name, clips in conditions.items():
+            got = score(clips.references, decisions[name], layout=layout).command_acceptance
+            ref = score(clips.references, reference[name], layout=layout).command_acceptance
+            out[name] = got
+            out[f"Δ {name.removeprefix('test ')} (points)"] = 100 * (got - ref)
+        same = [(a.understood, a.intent, a.slots) == (b.understood, b.intent, b.slots)
+                for name in conditions for a, b in zip(decisions[name], reference[name], strict=True)]
+        out["same as fp32"] = float(np.mean(same))
+        out["seconds"] = round(seconds)
+        return out
+
+    reference = decide(fp32)
+    rows = [row("fp32", fp32, reference, 0)]
+    for mode in args.modes:
+        for n in (args.calibration if mode == "static" else [0]):
+            started = time.time()
+            calib: list[np.ndarray] = []
+            if mode == "static":
+                picked = np.random.default_rng(0).choice(len(train), min(n, len(train)), False)
+                calib = [train.audio[i] for i in picked]
+            path = quantize_model(fp32, args.out / f"{mode}{f'-{n}' if n else ''}.onnx", mode=mode,
+                                  calibration_clips=calib)
+            seconds = time.time() - started
+            label = f"int8 {mode}" + (f", {n} calibration clips" if n else "")
+            rows.append(row(label, path, decide(path), seconds))
+    print(format_table(rows, list(rows[0]), percent=[*conditions, "same as fp32"]))
+    print(f"\nCPU int8 extensions: {cpu_flags()}; {len(test)} test clips per condition, the bundle's decision rule "
+          f"({args.bundle}); seconds: quantization only")
 
 
 if __name__ == "__main__":

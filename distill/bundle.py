@@ -62,7 +62,7 @@ from distill.nets.student import Student
 _LOGGER = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PRECISION = {"static": "int8-static", "dynamic": "int8-dynamic", "none": "fp32"}
+_PRECISION = {"static": "int8-static", "dynamic": "int8-dynamic", "weights": "int8-weights", "none": "fp32"}
 _DECISION_KEYS = ("understood", "intent", "slots")
 
 

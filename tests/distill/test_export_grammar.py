@@ -67,7 +67,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         base / "ctc", student=student, layout=layout, context_path=base / "context.yaml", threshold=0.0,
         samples=[(speechlike(n, i), None) for i, n in enumerate((12000, 16001, 20000, 9999))],
         calibration_clips=[speechlike(8000 + 1500 * i, 50 + i) for i in range(8)],
-        teacher_info={"name": "none"}, recipe={}, metrics={}, card_tables={}, quantize="static", keep_fp32=True,
+        teacher_info={"name": "none"}, recipe={}, metrics={}, card_tables={}, quantize="weights", keep_fp32=True,
         decoder=SETTINGS)
 
 
