@@ -1,7 +1,8 @@
 """int8 variants of a built student, each scored through ONNX Runtime like the hub decides.
 
     .venv/bin/python benchmarks/bench_quant.py --bundle models/smart_home \
-        --build work/build-smart_home-default-s0 --out work/bench-quant --modes static weights --calibration 256
+        --build work/build-smart_home-default-s0 --out work/bench-quant --modes static weights --calibration 256 \
+        --bundle-model
 
 Exports the build's student (``student/last.pt``) to fp32 ONNX and quantizes it with
 ``distill.export.quantize_model`` in each ``--modes``: ``static`` (QDQ, per-channel 7-bit int8 weights, uint8
@@ -49,6 +50,8 @@ def main() -> None:
                     choices=[m for m in QUANTIZE_MODES if m != "none"])
     ap.add_argument("--calibration", type=int, nargs="+", default=[256], help="numbers of calibration clips (static)")
     ap.add_argument("--snr", type=float, nargs="*", default=[15.0, 6.0], help="noisy test conditions (dB)")
+    ap.add_argument("--bundle-model", action="store_true",
+                    help="also score the bundle's own model.onnx (as it was quantized when the bundle was built)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     bundle = load_bundle(args.bundle)
@@ -91,6 +94,9 @@ def main() -> None:
             seconds = time.time() - started
             label = f"int8 {mode}" + (f", {n} calibration clips" if n else "")
             rows.append(row(label, path, decide(path), seconds))
+    if args.bundle_model:
+        rows.append(row(f"the bundle's model.onnx ({bundle.manifest.precision})", bundle.model_path,
+                        decide(bundle.model_path), 0))
     print(format_table(rows, list(rows[0]), percent=[*conditions, "same as fp32"]))
     print(f"\nCPU int8 extensions: {cpu_flags()}; {len(test)} test clips per condition, the bundle's decision rule "
           f"({args.bundle}); seconds: quantization only")

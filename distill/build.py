@@ -43,6 +43,7 @@ from distill.evaluate import (
     score,
     wrong_action_rate,
 )
+from distill.export import QUANTIZE_MODES
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
 from distill.phones import make_lexicon, phonemize
@@ -82,6 +83,11 @@ class Preset:
     decoder's confidence and the heads' gate. Measured on the default model: 62.4 / 51.7 / 35.0% of test commands
     right (clean / 15 / 6 dB) against 51.6 / 44.4 / 28.8% with the two thresholds, at the same targets, but more
     near misses accepted (docs/BENCHMARKS.md, "One score for the grammar's sentence")."""
+    quantize: str = "weights"
+    """How the bundle's ``model.onnx`` is made int8 (:func:`distill.export.quantize_model`). 'weights': int8
+    weights, float activations: as small as 'static', decides as fp32 does on any CPU (docs/BENCHMARKS.md,
+    "int8 that decides like fp32 on every CPU"). 'static' rounds every activation to 8 bits too, and its
+    decisions then depend on the CPU's int8 kernels."""
     calibrate_snr: tuple[float, ...] = ()
     """Also set the thresholds (student's and teacher's) on the validation clips with noise at these SNRs
     (dB; :func:`distill.data.with_noise`), together with the clean ones as one set: the targets then hold
@@ -390,6 +396,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         check_far_kinds(p.far_kinds)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if p.quantize not in QUANTIZE_MODES:
+        raise ConfigError(f"preset.quantize: expected one of {', '.join(QUANTIZE_MODES)}, got {p.quantize!r}")
     if calibration_negatives < 0:
         raise ConfigError(f"calibration_negatives: expected a count >= 0, got {calibration_negatives}")
     if p.target_wrong is not None and not 0.0 <= p.target_wrong <= 1.0:
@@ -558,12 +566,14 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         calib = [train.audio[i] for i in picked]
         bundle_args: dict[str, Any] = dict(
             student=student, layout=layout, context_path=context_path, threshold=threshold, samples=samples,
-            calibration_clips=calib, teacher_info={"name": teacher.name, "window_s": tcfg.window_s},
+            calibration_clips=calib, quantize=p.quantize,
+            teacher_info={"name": teacher.name, "window_s": tcfg.window_s},
             recipe={"preset": preset_name, "seed": seed, "utterances": utterances or p.utterances,
                     "student": recipe.student.to_dict(), "train": recipe.train.to_dict(), "copies": recipe.copies,
                     "target_far": p.target_far, "target_wrong": p.target_wrong,
                     "far_kinds": list(p.far_kinds) if p.far_kinds is not None else None,
-                    "calibration_negatives": calibration_negatives, "calibrate_snr": list(p.calibrate_snr)},
+                    "calibration_negatives": calibration_negatives, "calibrate_snr": list(p.calibrate_snr),
+                    "quantize": p.quantize},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},
                      "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],

@@ -65,6 +65,14 @@ def test_a_wrong_action_target_out_of_range_fails_before_any_work(tmp_path: Path
     assert not (tmp_path / "work").exists()
 
 
+def test_an_unknown_quantization_fails_before_any_work(tmp_path: Path) -> None:
+    ctx = tmp_path / "toy.yaml"
+    ctx.write_text(TOY)
+    with pytest.raises(ConfigError, match="preset.quantize: expected one of static, dynamic, weights, none, got 'int4'"):
+        build(ctx, tmp_path / "out", preset=replace(MICRO, quantize="int4"), work=tmp_path / "work")
+    assert not (tmp_path / "work").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
@@ -107,6 +115,8 @@ def test_build_writes_a_verified_bundle_and_resumes(tmp_path: Path) -> None:
     manifest = load_bundle(again).manifest.to_dict()
     assert manifest["name"] == "toy" and manifest["recipe"]["target_wrong"] == 1.0
     assert manifest["metrics"]["threshold"] == metrics["threshold"]
+    # the preset's quantization: int8 weights, float activations (MICRO keeps the default)
+    assert manifest["model"]["precision"] == "int8-weights" and manifest["recipe"]["quantize"] == "weights"
     assert (work / "build-toy-custom-s0" / "student" / "metrics.csv").read_text().count("\n") == rows
     assert (work / "build-toy-custom-s0" / "teacher" / "metrics.csv").read_text().count("\n") == 2
     # ... and its card says so: its times are not from-scratch times
