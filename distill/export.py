@@ -418,21 +418,30 @@ def compact_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+INTEGER_OPS = ("MatMulNBits", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul", "DynamicQuantizeLinear",
+               "QuantizeLinear", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm")
+"""Ops that compute in integers: a weight-only graph (:func:`quantize_weights`) must not run any of them once
+ONNX Runtime has optimized it (tests/distill/test_export.py checks the optimized graph)."""
+
+
 def _weight_axis(node: onnx.NodeProto) -> int | None:
-    """The output-channel axis of ``node``'s weight (its input 1), or None for op types not handled."""
+    """The output-channel axis of ``node``'s weight (its input 1), or None where the weight stays float.
+
+    ONNX Runtime (1.32) fuses ``DequantizeLinear`` -> ``MatMul`` into ``MatMulNBits``, which computes in
+    integers, and a ``Gemm`` whose weight is ``[in, out]`` (``transB`` 0) too: those weights stay float (in the
+    default student only the phone CTC head's 96 x 60, a MatMul). A Conv, and a Gemm with ``transB`` 1 (how
+    torch exports a Linear: the heads), stay float ops with their weights dequantized."""
     if node.op_type == "Conv":
         return 0  # [out, in / groups, k...]
-    if node.op_type == "MatMul":
-        return 1  # [in, out]
-    if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
-        return 0 if trans_b else 1
+    if node.op_type == "Gemm" and next((a.i for a in node.attribute if a.name == "transB"), 0) == 1:
+        return 0  # [out, in]
     return None
 
 
 def quantize_weights(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> tuple[onnx.ModelProto, int]:
-    """``model`` with every constant float weight of a Conv, MatMul or Gemm (outside ``exclude``) stored
-    as int8, symmetric per output channel, behind a ``DequantizeLinear``; activations stay float.
+    """``model`` with every constant float weight of a Conv or biased Gemm (outside ``exclude``; see
+    :func:`_weight_axis`) stored as int8, symmetric per output channel, behind a ``DequantizeLinear``;
+    activations and arithmetic stay float.
 
     Returns the new model and the number of weights quantized. The file is as small as a static int8 model's
     (the weights are most of it), but nothing is calibrated and no activation is rounded: the only error is
@@ -442,11 +451,13 @@ def quantize_weights(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> tup
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     skip = set(exclude)
+    frozen = {i for node in g.node if node.name in skip for i in node.input}  # an excluded node's weights stay float
     done: set[str] = set()
     dq_nodes: list[onnx.NodeProto] = []
     for node in g.node:
         axis = _weight_axis(node) if node.name not in skip else None
-        if axis is None or len(node.input) < 2 or node.input[1] in done or node.input[1] not in inits:
+        if (axis is None or len(node.input) < 2 or node.input[1] in done or node.input[1] not in inits
+                or node.input[1] in frozen):
             continue
         t = inits[node.input[1]]
         if t.data_type != onnx.TensorProto.FLOAT or len(t.dims) < 2:

@@ -44,6 +44,7 @@ from distill.export import (  # noqa: E402
     head_sizes,
     load_student,
     quantize_model,
+    quantize_weights,
     torch_probabilities,
 )
 from distill.nets.frontend import FrontendConfig  # noqa: E402
@@ -253,6 +254,9 @@ def test_weight_only_int8_stores_int8_weights_and_keeps_activations_float(built:
         assert scale.ndim == 1 and len(scale) == inits[dq.input[0]].dims[dq.attribute[0].i]  # one per channel
         quantized += 1
     assert quantized >= 10
+    from distill.export import INTEGER_OPS
+
+    assert not optimized_ops(path, tmp_path) & set(INTEGER_OPS)  # what runs is float arithmetic
     sizes = {p.name: p.stat().st_size for p in (fp32, built.folder / "model.onnx", path)}
     print(f"sizes: {sizes}")
     # (the graph structure is a third of this 16-channel student's file; a random 96-channel student's
@@ -267,6 +271,55 @@ def test_weight_only_int8_stores_int8_weights_and_keeps_activations_float(built:
         worst_static = max(worst_static, *(float(np.max(np.abs(w - g))) for w, g in zip(want, static, strict=True)))
     print(f"max |dp| weights {worst_weights:.2g}, static {worst_static:.2g}")
     assert worst_weights < 0.02 and worst_weights < worst_static
+
+
+def optimized_ops(model: onnx.ModelProto | Path, tmp_path: Path) -> set[str]:
+    """The op types ONNX Runtime runs for ``model`` once it has optimized the graph (default session options)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    source = str(model) if isinstance(model, Path) else model.SerializeToString()
+    ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    return {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+
+
+def test_quantize_weights_keeps_the_arithmetic_float(tmp_path: Path) -> None:
+    """A hand-made graph of torch-style Linears (Gemm, weight [out, in], transB 1): Gemm(x, A) (A quantized per
+    output row), then Gemm(h, B) twice, once by an excluded node, a Gemm(h, C) with C as [in, out] and
+    MatMul(h, D). B, C and D stay float (ONNX Runtime would run DequantizeLinear -> the last two as MatMulNBits,
+    in integers). A's int8 copy is within half a step of A, and ONNX Runtime computes every output in float."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from distill.export import INTEGER_OPS
+
+    rng = np.random.default_rng(0)
+    a, b, c, d = (rng.standard_normal(shape).astype(np.float32) for shape in ((3, 4), (2, 3), (3, 2), (3, 2)))
+    bias_a, bias_b = rng.standard_normal(3).astype(np.float32), rng.standard_normal(2).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "A", "a"], ["h"], name="first", transB=1),
+         helper.make_node("Gemm", ["h", "B", "b"], ["y"], name="kept", transB=1),
+         helper.make_node("Gemm", ["h", "B", "b"], ["z"], name="excluded", transB=1),
+         helper.make_node("Gemm", ["h", "C", "b"], ["v"], name="in_out"),
+         helper.make_node("MatMul", ["h", "D"], ["w"], name="matmul")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 2]) for n in ("y", "z", "v", "w")],
+        [numpy_helper.from_array(t, n) for t, n in ((a, "A"), (b, "B"), (c, "C"), (d, "D"), (bias_a, "a"),
+                                                      (bias_b, "b"))])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    quantized, count = quantize_weights(model, ["excluded"])
+    assert count == 1
+    inits = {t.name: numpy_helper.to_array(t) for t in quantized.graph.initializer}
+    assert {"B", "C", "D"} <= set(inits) and "A" not in inits and inits["A_q"].dtype == np.int8
+    scale = np.abs(a).max(axis=1) / 127.0  # one per output row of A
+    np.testing.assert_allclose(inits["A_scale"], scale, rtol=1e-6)
+    assert np.all(np.abs(inits["A_q"] * scale[:, None] - a) <= scale[:, None] / 2 + 1e-7)
+    assert not optimized_ops(quantized, tmp_path) & set(INTEGER_OPS)
+    x = rng.standard_normal((1, 4)).astype(np.float32)
+    session = ort.InferenceSession(quantized.SerializeToString(), providers=["CPUExecutionProvider"])
+    y, z, v, w = session.run(None, {"x": x})
+    h = x @ (inits["A_q"] * scale[:, None]).T + bias_a
+    np.testing.assert_allclose(y, z)
+    for got, want in ((y, h @ b.T + bias_b), (v, h @ c + bias_b), (w, h @ d)):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_the_manifest_agreement_counts_every_calibration_clip(built: Built) -> None:
