@@ -25,6 +25,7 @@ from assistant.bundle import load_bundle
 from assistant.decode import Decision
 from assistant.recognizer import Recognizer, open_session
 from distill.assess import decide_clips
+from distill.build import calibration_clips
 from distill.data import load_corpus, with_noise
 from distill.evaluate import format_table, score
 from distill.export import QUANTIZE_MODES, export_model, load_student, quantize_model
@@ -67,13 +68,15 @@ def main() -> None:
         recognizer.session = open_session(path, 1)
         return {name: decide_clips(recognizer, clips)[0] for name, clips in conditions.items()}
 
+    def acceptance(decisions: dict[str, list[Decision]]) -> dict[str, float]:
+        return {name: score(clips.references, decisions[name], layout=layout).command_acceptance
+                for name, clips in conditions.items()}
+
     def row(model: str, path: Path, decisions: dict[str, list[Decision]], seconds: float) -> dict[str, object]:
         out: dict[str, object] = {"model": model, "kB": path.stat().st_size / 1000}
-        for name, clips in conditions.items():
-            got = score(clips.references, decisions[name], layout=layout).command_acceptance
-            ref = score(clips.references, reference[name], layout=layout).command_acceptance
+        for name, got in acceptance(decisions).items():
             out[name] = got
-            out[f"Δ {name.removeprefix('test ')} (points)"] = 100 * (got - ref)
+            out[f"Δ {name.removeprefix('test ')} (points)"] = 100 * (got - reference_acceptance[name])
         same = [(a.understood, a.intent, a.slots) == (b.understood, b.intent, b.slots)
                 for name in conditions for a, b in zip(decisions[name], reference[name], strict=True)]
         out["same as fp32"] = float(np.mean(same))
@@ -81,14 +84,12 @@ def main() -> None:
         return out
 
     reference = decide(fp32)
+    reference_acceptance = acceptance(reference)
     rows = [row("fp32", fp32, reference, 0)]
     for mode in args.modes:
         for n in (args.calibration if mode == "static" else [0]):
             started = time.time()
-            calib: list[np.ndarray] = []
-            if mode == "static":
-                picked = np.random.default_rng(0).choice(len(train), min(n, len(train)), False)
-                calib = [train.audio[i] for i in picked]
+            calib = calibration_clips(train, n, seed=0) if mode == "static" else []
             path = quantize_model(fp32, args.out / f"{mode}{f'-{n}' if n else ''}.onnx", mode=mode,
                                   calibration_clips=calib)
             seconds = time.time() - started

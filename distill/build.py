@@ -94,6 +94,13 @@ class Preset:
     in noise too, not only in quiet. Empty: clean validation only."""
 
 
+def calibration_clips(train: ClipSet, n: int, seed: int) -> list[np.ndarray]:
+    """The ``n`` training clips (all, if fewer) a build of ``seed`` calibrates static int8 on and checks int8
+    against fp32 on: drawn without replacement by ``seed``."""
+    picked = np.random.default_rng(seed).choice(len(train), min(n, len(train)), False)
+    return [train.audio[i] for i in picked]
+
+
 OTHER_NEGATIVES = ("out_of_domain", "noise", "silence")
 """The presets' :attr:`Preset.far_kinds`: speech and sound that is not meant for the hub. The near misses
 (sentences of the context's own words that are not commands) are bounded through the wrong actions instead:
@@ -562,8 +569,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                    p.target_wrong, report.peak_rss_mb, p.far_kinds, calibration_negatives,
                                    report.found, from_scratch),
         }
-        picked = np.random.default_rng(seed).choice(len(train), min(CALIBRATION_CLIPS, len(train)), False)
-        calib = [train.audio[i] for i in picked]
+        calib = calibration_clips(train, CALIBRATION_CLIPS, seed)
         bundle_args: dict[str, Any] = dict(
             student=student, layout=layout, context_path=context_path, threshold=threshold, samples=samples,
             calibration_clips=calib, quantize=p.quantize,

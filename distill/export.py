@@ -439,7 +439,7 @@ def _weight_axis(node: onnx.NodeProto) -> int | None:
 
 
 def quantize_weights(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> tuple[onnx.ModelProto, int]:
-    """``model`` with every constant float weight of a Conv or biased Gemm (outside ``exclude``; see
+    """``model`` with every constant float weight of a Conv or a ``[out, in]`` Gemm (outside ``exclude``; see
     :func:`_weight_axis`) stored as int8, symmetric per output channel, behind a ``DequantizeLinear``;
     activations and arithmetic stay float.
 
@@ -456,8 +456,7 @@ def quantize_weights(model: onnx.ModelProto, exclude: Sequence[str] = ()) -> tup
     dq_nodes: list[onnx.NodeProto] = []
     for node in g.node:
         axis = _weight_axis(node) if node.name not in skip else None
-        if (axis is None or len(node.input) < 2 or node.input[1] in done or node.input[1] not in inits
-                or node.input[1] in frozen):
+        if axis is None or node.input[1] in done or node.input[1] not in inits or node.input[1] in frozen:
             continue
         t = inits[node.input[1]]
         if t.data_type != onnx.TensorProto.FLOAT or len(t.dims) < 2:
@@ -498,9 +497,10 @@ def quantize_model(fp32_path: str | os.PathLike[str], out_path: str | os.PathLik
         return dst
     if mode == "static" and not calibration_clips:
         raise ConfigError("quantize 'static' needs calibration clips (or use quantize='dynamic')")
-    exclude = frontend_nodes(onnx.load(str(src)))
+    source = onnx.load(str(src))
+    exclude = frontend_nodes(source)
     if mode == "weights":
-        quantized, count = quantize_weights(onnx.load(str(src)), exclude)
+        quantized, count = quantize_weights(source, exclude)
         onnx.save(compact_names(quantized), str(dst))
         _LOGGER.info("Quantized %s (weights only: %d weights int8, activations float)", dst.name, count)
         return dst

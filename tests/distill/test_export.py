@@ -35,6 +35,7 @@ from assistant.errors import BundleError, ConfigError  # noqa: E402
 from assistant.wav import read_wav  # noqa: E402
 from distill.bundle import write_bundle  # noqa: E402
 from distill.export import (  # noqa: E402
+    INTEGER_OPS,
     OPSET,
     StreamSpec,
     check_parity,
@@ -254,8 +255,6 @@ def test_weight_only_int8_stores_int8_weights_and_keeps_activations_float(built:
         assert scale.ndim == 1 and len(scale) == inits[dq.input[0]].dims[dq.attribute[0].i]  # one per channel
         quantized += 1
     assert quantized >= 10
-    from distill.export import INTEGER_OPS
-
     assert not optimized_ops(path, tmp_path) & set(INTEGER_OPS)  # what runs is float arithmetic
     sizes = {p.name: p.stat().st_size for p in (fp32, built.folder / "model.onnx", path)}
     print(f"sizes: {sizes}")
@@ -288,8 +287,6 @@ def test_quantize_weights_keeps_the_arithmetic_float(tmp_path: Path) -> None:
     MatMul(h, D). B, C and D stay float (ONNX Runtime would run DequantizeLinear -> the last two as MatMulNBits,
     in integers). A's int8 copy is within half a step of A, and ONNX Runtime computes every output in float."""
     from onnx import TensorProto, helper, numpy_helper
-
-    from distill.export import INTEGER_OPS
 
     rng = np.random.default_rng(0)
     a, b, c, d = (rng.standard_normal(shape).astype(np.float32) for shape in ((3, 4), (2, 3), (3, 2), (3, 2)))
