@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -424,6 +425,36 @@ def open_session(path: Path, threads: int = 1) -> ort.InferenceSession:
         raise BundleError(f"{path}: ONNX Runtime cannot load the model: {str(err).strip()[:300]}") from None
 
 
+INTEGER_KERNEL_PRECISIONS = ("int8-static", "int8-dynamic")
+"""Manifest precisions whose model computes in int8 (u8 activations x s8 weights) in ONNX Runtime."""
+
+
+def int8_may_saturate(cpuinfo: str | None = None, machine: str | None = None) -> bool:
+    """True on an x86 CPU without VNNI (neither AVX512-VNNI nor AVX-VNNI), where ONNX Runtime's u8 x s8
+    kernels add pairs of products in 16 bits: with 8-bit weights the sums can saturate, and a static int8
+    model then decides some clips unlike its float model (docs/BENCHMARKS.md, "int8 that decides like fp32
+    on every CPU"). ``cpuinfo`` is the text of /proc/cpuinfo (read when None; False where it cannot be)."""
+    machine = (machine if machine is not None else platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni"}
+
+
+@functools.cache
+def _host_int8_may_saturate() -> bool:
+    return int8_may_saturate()
+
+
 def check_files(folder: Path) -> None:
     """Refuse symlinks and any file that is not ONNX, JSON, YAML, WAV or Markdown."""
     for path in sorted(folder.rglob("*")):
@@ -529,6 +560,12 @@ def load_bundle(folder: str | os.PathLike[str], *, self_test: bool = True, threa
         _check_io(open_session(stream_path), stream_path,
                   [(stream.input, None), *((s.input, s.shape[-1] if s.shape else None) for s in stream.states)],
                   [*heads, *stream_ctc, *((s.output, s.shape[-1] if s.shape else None) for s in stream.states)])
+    if manifest.precision in INTEGER_KERNEL_PRECISIONS and _host_int8_may_saturate():
+        _LOGGER.warning("%s: the model is %s, and this CPU is x86 without VNNI, where ONNX Runtime's int8 "
+                        "kernels can saturate: some decisions may differ from the model's float ones (the "
+                        "self-test checks only the bundled samples). Rebuild it with int8 weights "
+                        "(quantize 'weights', the presets' default) to decide as in float on every CPU",
+                        root, manifest.precision)
     if self_test:
         run_self_test(bundle, threads=threads)
     _LOGGER.debug("Loaded bundle %s %s from %s", manifest.name, manifest.version, root)

@@ -9,6 +9,7 @@ model); test_recognizer.py and test_infer_cli.py use it too.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,14 @@ import pytest
 
 torch = pytest.importorskip("torch")  # building a bundle needs distill (torch); loading it does not
 
-from assistant.bundle import MANIFEST, Manifest, load_bundle, read_manifest, sha256_file  # noqa: E402
+from assistant.bundle import (  # noqa: E402
+    MANIFEST,
+    Manifest,
+    int8_may_saturate,
+    load_bundle,
+    read_manifest,
+    sha256_file,
+)
 from assistant.context import load_context  # noqa: E402
 from assistant.decode import HeadLayout  # noqa: E402
 from assistant.errors import BundleError  # noqa: E402
@@ -172,6 +180,34 @@ def test_written_bundle_has_the_documented_files_and_manifest(bundle_dir: Path) 
 def test_manifest_round_trips(bundle_dir: Path) -> None:
     manifest = read_manifest(bundle_dir)
     assert Manifest.from_dict(manifest.to_dict()) == manifest
+
+
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse4_1 sse4_2 avx avx2 fma\nprocessor\t: 1\nflags\t\t: fpu avx avx2\n"
+
+
+def test_int8_may_saturate_reads_the_cpu_flags() -> None:
+    assert int8_may_saturate(AVX2_ONLY, "x86_64")
+    assert not int8_may_saturate(AVX2_ONLY.replace("avx2 fma", "avx2 avx512f avx512_vnni"), "x86_64")
+    assert not int8_may_saturate(AVX2_ONLY.replace("avx2 fma", "avx2 avx_vnni"), "AMD64")
+    assert not int8_may_saturate(AVX2_ONLY, "aarch64")  # ARM's int8 dot products do not saturate so
+    assert not int8_may_saturate("processor\t: 0\nmodel name\t: ?\n", "x86_64")  # no flags: not known
+
+
+def test_a_static_int8_bundle_warns_on_a_cpu_where_int8_may_saturate(bundle_dir: Path, copy_of: Callable[[], Path],
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """The tiny bundle is static int8: loading it warns exactly where this host's flags say int8 can saturate;
+    the same bundle labelled int8-weights never warns."""
+    with caplog.at_level(logging.WARNING, logger="assistant.bundle"):
+        load_bundle(bundle_dir, self_test=False)
+    warned = [r.getMessage() for r in caplog.records if "without VNNI" in r.getMessage()]
+    assert len(warned) == int(int8_may_saturate())
+    assert all(str(bundle_dir) in m and "int8-static" in m and "'weights'" in m for m in warned)
+    caplog.clear()
+    folder = copy_of()
+    edit_manifest(folder, lambda d: d["model"].update(precision="int8-weights"))
+    with caplog.at_level(logging.WARNING, logger="assistant.bundle"):
+        load_bundle(folder, self_test=False)
+    assert not [r for r in caplog.records if "without VNNI" in r.getMessage()]
 
 
 def test_load_runs_the_self_test(bundle_dir: Path) -> None:
