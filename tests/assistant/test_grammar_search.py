@@ -65,8 +65,9 @@ def test_both_searches_find_the_same_sentences_on_the_shipped_model(
             found += len(compiled)
     assert found > 50  # the comparison was over real hypotheses, not empty lists
     # the search is right, not only equal: the best sentence says most samples' intent (the bundle's decision
-    # also weighs the heads and may reject)
-    best = [graph.decode(lp, beam=200, prune=10.0, blank_penalty=2.0)[0].intent for lp in clips]
+    # also weighs the heads and may reject; on a clip that is no command the pruned search may find no sentence)
+    found_best = [graph.decode(lp, beam=200, prune=10.0, blank_penalty=2.0) for lp in clips]
+    best = [h[0].intent if h else None for h in found_best]
     assert sum(b == i for b, i in zip(best, intents, strict=True)) >= 12, list(zip(best, intents, strict=True))
 
 
