@@ -437,17 +437,24 @@ def int8_may_saturate(cpuinfo: str | None = None, machine: str | None = None) ->
     machine = (machine if machine is not None else platform.machine()).lower()
     if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
         return False
+    flags = cpu_flags(cpuinfo)
+    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni"}
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags: the ``flags`` (x86) and ``Features`` (ARM) lines of ``cpuinfo``, the text of
+    /proc/cpuinfo (read when None; an empty set where it cannot be)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
         except OSError:
-            return False
+            return set()
     flags: set[str] = set()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
+        if key.strip() in ("flags", "Features"):
             flags.update(value.split())
-    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni"}
+    return flags
 
 
 @functools.cache

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from assistant.bundle import load_bundle
+from assistant.bundle import cpu_flags, load_bundle
 from assistant.decode import Decision
 from assistant.recognizer import Recognizer, open_session
 from distill.assess import decide_clips
@@ -31,12 +31,10 @@ from distill.evaluate import format_table, score
 from distill.export import QUANTIZE_MODES, export_model, load_student, quantize_model
 
 
-def cpu_flags() -> str:
-    """The x86 int8 dot-product extensions this CPU has (from /proc/cpuinfo), or what it has instead."""
-    try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith(("flags", "Features"))), [])
-    except OSError:
+def int8_extensions() -> str:
+    """The int8 dot-product extensions this CPU has (from /proc/cpuinfo), or what it has instead."""
+    flags = cpu_flags()
+    if not flags:
         return "unknown"
     found = [f for f in ("avx512_vnni", "avx_vnni", "avx512bw", "avx2", "asimddp") if f in flags]
     return ", ".join(found) or "none of avx2 / avx512_vnni / avx_vnni / asimddp"
@@ -99,7 +97,7 @@ def main() -> None:
         rows.append(row(f"the bundle's model.onnx ({bundle.manifest.precision})", bundle.model_path,
                         decide(bundle.model_path), 0))
     print(format_table(rows, list(rows[0]), percent=[*conditions, "same as fp32"]))
-    print(f"\nCPU int8 extensions: {cpu_flags()}; {len(test)} test clips per condition, the bundle's decision rule "
+    print(f"\nCPU int8 extensions: {int8_extensions()}; {len(test)} test clips per condition, the bundle's decision rule "
           f"({args.bundle}); seconds: quantization only")
 
 
