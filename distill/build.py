@@ -20,7 +20,7 @@ import platform
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,8 @@ from assistant.context import Context, load_context
 from assistant.decode import Decision, HeadLayout
 from assistant.errors import ConfigError
 from assistant.grammar import SEARCH_ENGINE, GrammarGraph, GrammarSettings, Lexicon, Scorer
-from distill import decoding
+from distill import decoding, update
+from distill.corpus import SPLITS
 from distill.data import ClipSet, load_corpus, load_fsdd, with_noise
 from distill.distillation import StudentRecipe, student_probs, train_student
 from distill.evaluate import (
@@ -44,13 +45,15 @@ from distill.evaluate import (
     wrong_action_rate,
 )
 from distill.export import QUANTIZE_MODES
+from distill.negatives import CommandChecker
 from distill.nets.profile import count_parameters, macs_per_second, whisper_encoder_cost
 from distill.nets.student import StudentConfig
 from distill.phones import make_lexicon, phonemize
 from distill.synth import SynthConfig, synthesize_corpus
-from distill.teach import TeacherConfig, train_teacher
+from distill.teach import TeacherConfig, augmented_parts, train_teacher
 from distill.teachers.neural import CacheUse, cache_use
 from distill.train import TrainConfig
+from distill.update import UpdateRecipe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class Preset:
     weights, float activations and arithmetic: smaller than 'static', and no int8 kernel runs, so the CPU does
     not change its decisions. On the shipped student it decided 98.9% of test clips as fp32 does, 'static' 95.5%
     (docs/BENCHMARKS.md, "int8 that decides like fp32 on every CPU")."""
+    update: UpdateRecipe = field(default_factory=UpdateRecipe)
+    """What ``build --update-from`` synthesizes and trains on top of an earlier build (:mod:`distill.update`)."""
     calibrate_snr: tuple[float, ...] = ()
     """Also set the thresholds (student's and teacher's) on the validation clips with noise at these SNRs
     (dB; :func:`distill.data.with_noise`), together with the clean ones as one set: the targets then hold
@@ -118,6 +123,7 @@ PRESETS: dict[str, Preset] = {
                                                 alpha=0.5, beta=1.0, gamma=1.0),
                               copies=0, max_seconds=5.0),
         far_kinds=OTHER_NEGATIVES, target_wrong=0.05,
+        update=UpdateRecipe(utterances=300, teacher_steps=100, student_steps=150, warmup=10),
     ),
     "default": Preset(
         utterances=10000,
@@ -349,7 +355,7 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
                   stages_s: dict[str, float], target_wrong: float | None = None,
                   peak_rss_mb: dict[str, float] | None = None, far_kinds: Sequence[str] | None = None,
                   calibration_negatives: int = 0, found: dict[str, str] | None = None,
-                  from_scratch: bool | None = None) -> str:
+                  from_scratch: bool | None = None, update_from: str | Path | None = None) -> str:
     """The model card's "Build" section: the command that rebuilds the bundle, the machine, time per stage.
 
     ``found`` (per stage, what was taken from the work folder) and ``from_scratch`` say whether the
@@ -364,6 +370,8 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
         command += f" --far-kinds {','.join(far_kinds)}"
     if calibration_negatives:
         command += f" --calibration-negatives {calibration_negatives}"
+    if update_from is not None:
+        command += f" --update-from {update_from}"
     if preset == "custom":
         command += "  # a custom Preset object (see recipe above), not a named preset"
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads, no GPU" \
@@ -374,7 +382,9 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
     reuse = ("A run reuses what its work folder already holds (synthesized clips, teacher encodings, finished "
              "checkpoints), so only a run in an empty work folder shows the from-scratch time (docs/BENCHMARKS.md)."
              if from_scratch is None else reuse_note(from_scratch))
-    return (f"Rebuild from scratch (seed {seed}) with\n\n    {command}\n\nThe time of the `build` run that wrote this "
+    how = (f"Rebuild from scratch (seed {seed}) with" if update_from is None else
+           f"Made as an update of the build in {update_from} (its corpus, teacher and student; seed {seed}) with")
+    return (f"{how}\n\n    {command}\n\nThe time of the `build` run that wrote this "
             f"bundle, on {machine}. {reuse}\n\n{table}")
 
 
@@ -382,8 +392,12 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
           seed: int = 0, real: str | Path | None = None, whisper_dir: str | None = None,
           utterances: int | None = None, overwrite: bool = False, progress: bool = True,
           target_wrong: float | None = None, calibration_negatives: int = 0,
-          far_kinds: Sequence[str] | None = None) -> Path:
+          far_kinds: Sequence[str] | None = None, update_from: str | Path | None = None) -> Path:
     """Run the whole pipeline; returns the bundle folder. See the module docstring.
+
+    ``update_from``: the work folder of an earlier finished build (of an earlier version of the
+    context, same preset): synthesize and train only for what changed (:mod:`distill.update`). Its
+    work goes to ``work/update-<out name>-<preset>-s<seed>-<context sha256[:8]>``.
 
     ``target_wrong`` and ``far_kinds`` override the preset's :attr:`Preset.target_wrong` and
     :attr:`Preset.far_kinds`. ``calibration_negatives``:
@@ -418,30 +432,67 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         phonemize("on")  # no espeak-ng to spell the phones: fail now, not after the teacher's training
     layout = HeadLayout.from_context(ctx)
     out = Path(out_dir)
-    root = Path(work) / f"build-{out.name}-{preset_name}-s{seed}"
+    source = Path(update_from) if update_from is not None else None
+    old_ctx = None
+    if source is not None:
+        old_ctx = load_context(update.check_source(source))
+        old_teacher = update.previous(source, "teacher/best.pt")
+        old_student = update.previous(source, f"student/{p.student.checkpoint}.pt")
+        root = Path(work) / f"update-{out.name}-{preset_name}-s{seed}-{ctx.sha256[:8]}"
+    else:
+        root = Path(work) / f"build-{out.name}-{preset_name}-s{seed}"
     root.mkdir(parents=True, exist_ok=True)
+    # what a later update of this build compares its context against
+    (root / update.CONTEXT_FILE).write_bytes(Path(context_path).read_bytes())
     report = BuildReport()
     started = time.time()
 
     audio_dir = root / "corpus" / "audio"
     had_clips = {p.stem for p in audio_dir.glob("*.wav")} if audio_dir.is_dir() else set()  # audio/<id>.wav
     had_teacher, had_student = _reached(root / "teacher" / "last.pt"), _reached(root / "student" / "last.pt")
+    train_parts: list[ClipSet] = []
+    new_test: ClipSet | None = None
     with report.stage("synth"):
-        synthesize_corpus(ctx, root / "corpus", SynthConfig(utterances=utterances or p.utterances, seed=seed),
-                          progress=progress)
-        train = load_corpus(root / "corpus", layout, splits=("train",))
-        val = load_corpus(root / "corpus", layout, splits=("val",))
-        test = load_corpus(root / "corpus", layout, splits=("test",))
+        if old_ctx is None:
+            synthesize_corpus(ctx, root / "corpus", SynthConfig(utterances=utterances or p.utterances, seed=seed),
+                              progress=progress)
+            train = load_corpus(root / "corpus", layout, splits=("train",))
+            val = load_corpus(root / "corpus", layout, splits=("val",))
+            test = load_corpus(root / "corpus", layout, splits=("test",))
+            planned = [k for clips in (train, val, test) for k in clips.keys]
+            reused_clips = sum(k in had_clips for k in planned)
+            report.found["synth"] = f"{reused_clips:,} of {len(planned):,} corpus clips"
+        else:
+            assert source is not None
+            deltas = update.delta_contexts(old_ctx, ctx)
+            names = [f"delta-{i}" for i in range(len(deltas))]
+            n = max(1, (utterances or p.update.utterances) // max(1, len(deltas)))
+            for delta, name in zip(deltas, names, strict=True):
+                synthesize_corpus(delta, root / name, SynthConfig(utterances=n, seed=seed), progress=progress)
+            update.write_update(root, source, names)
+            says, old_says = CommandChecker(ctx), CommandChecker(old_ctx)
+            keep = update.keeper(layout, says)
+            mine = {root / name: update.keeper(layout, says, old_says) for name in names}
+            parts = update.corpus_parts(root)
+            split_parts = {split: update.load_parts(parts, layout, split, keep, mine) for split in SPLITS}
+            train_parts = [clips for _, clips in split_parts["train"]]
+            train, val, test = (update.joined([c for _, c in split_parts[split]], split) for split in SPLITS)
+            fresh = [clips for folder, clips in split_parts["test"] if folder in mine]
+            new_test = update.joined(fresh, "new test") if fresh else None
+            reused_clips = sum(len(c) for split in SPLITS for folder, c in split_parts[split] if folder not in mine)
+            report.found["synth"] = (f"{reused_clips:,} clips carried from {source}; delta corpora "
+                                     + ", ".join(f"{name} ({n:,} planned)" for name in names))
+            _LOGGER.info("update: training clips per part %s", ", ".join(f"{len(c):,}" for c in train_parts))
         fit_val = val  # what training validates and selects checkpoints on: the corpus's own split
-        planned = [k for clips in (train, val, test) for k in clips.keys]
-        reused_clips = sum(k in had_clips for k in planned)
-        report.found["synth"] = f"{reused_clips:,} of {len(planned):,} corpus clips"
         if calibration_negatives > 0:
             x_val, x_test = extra_negatives(ctx, root / "corpus", root / f"extra-negatives-n{calibration_negatives}",
                                             calibration_negatives, seed + 1, layout)
             val, test = val.join(x_val), test.join(x_test)  # what the threshold is set on and scored on
             _LOGGER.info("%d + %d more negatives for val and test", len(x_val), len(x_test))
     conditions = {"test clean": test, "test 15 dB": with_noise(test, 15), "test 6 dB": with_noise(test, 6)}
+    if new_test is not None:  # an update: its own test clips alone, the sentences the earlier context could not say
+        conditions.update({"new test clean": new_test, "new test 15 dB": with_noise(new_test, 15),
+                           "new test 6 dB": with_noise(new_test, 6)})
     # what the thresholds are set on: val, and val in noise (Preset.calibrate_snr), as one set
     calibration = {"val": val, **{f"val {snr:g} dB": with_noise(val, snr) for snr in p.calibrate_snr}}
     if real is not None:
@@ -457,11 +508,21 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
 
                 whisper_dir = str(find_model_dir(None, cache=Path(work) / "whisper-base"))
             tcfg = replace(p.teacher, whisper_dir=whisper_dir, train=replace(p.teacher.train, seed=seed))
+            t_pool, t_init = None, None
+            if old_ctx is not None:  # fine-tune the earlier heads on the pool augmented part by part
+                tcfg = replace(tcfg, train=p.update.train(tcfg.train, p.update.teacher_steps))
+                t_pool = augmented_parts(train_parts, tcfg.copies, tcfg.augment, seed=seed)
+                t_layout = HeadLayout.from_dict(old_teacher["model_config"]["layout"])
+
+                def t_init(fresh: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+                    return update.grow_state(old_teacher["model"], fresh, t_layout, layout)
             # "val" in ``also`` replaces train_teacher's own val scores: the teacher is scored (and later
             # calibrated) on the val the student is, extra negatives included
             teacher, tmetrics, tprobs = train_teacher(train, fit_val, layout, tcfg, root / "teacher", cache_dir=cache,
-                                                      also={**calibration, **conditions}, progress=progress)
-        report.found["teacher"] = _encoded(use, (0, 0)) + "; " + _resumed("head", had_teacher, tcfg.train.steps)
+                                                      also={**calibration, **conditions}, progress=progress,
+                                                      pool=t_pool, init=t_init)
+        report.found["teacher"] = _encoded(use, (0, 0)) + "; " + _resumed(
+            "head" if old_ctx is None else f"head (from {source})", had_teacher, tcfg.train.steps)
         before = len(use.found), len(use.encoded)
         with report.stage("student"):
             recipe = replace(p.student, train=replace(p.student.train, seed=seed))
@@ -469,12 +530,28 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             if recipe.train.ctc > 0 and recipe.train.ctc_units == "phones":
                 # spells every word the grammar can hear, and the training transcripts (CTC targets)
                 lexicon = make_lexicon([*ctx.vocabulary(), *(r.text for r in train.references if r.text)])
+            s_pool, s_init = None, None
+            if old_ctx is not None:
+                recipe = replace(recipe, train=p.update.train(recipe.train, p.update.student_steps))
+                s_pool = augmented_parts(train_parts, recipe.copies, recipe.augment, seed=seed)
+                s_layout = HeadLayout.from_dict(old_student["model_config"]["layout"])
+                old_units = (old_student["model_config"].get("ctc_lexicon") or {}).get("units")
+
+                def s_init(fresh: dict[str, Any]) -> dict[str, Any]:
+                    grown = {"model": update.grow_state(old_student["model"], fresh["model"], s_layout, layout,
+                                                        prefix="student.")}
+                    if fresh["ctc_head"] is not None:
+                        if old_units is None or fresh["units"] is None or old_student.get("ctc_head") is None:
+                            raise ConfigError(f"update: {source}'s student has no phone CTC head to start from")
+                        grown["ctc_head"] = update.grow_ctc(old_student["ctc_head"], fresh["ctc_head"], old_units,
+                                                            fresh["units"])
+                    return grown
             student, _ = train_student(train, fit_val, layout, recipe, root / "student", teacher=teacher,
                                        teacher_window_s=tcfg.window_s, cache_dir=cache, progress=progress,
-                                       lexicon=lexicon)
+                                       lexicon=lexicon, pool=s_pool, init=s_init)
         more = (len(use.found), len(use.encoded)) != before
         report.found["student"] = (_encoded(use, before) + "; " if more else "") + _resumed(
-            "student", had_student, recipe.train.steps)
+            "student" if old_ctx is None else f"student (from {source})", had_student, recipe.train.steps)
         from_scratch = not reused_clips and not use.found and had_teacher is None and had_student is None
     graph = None
     if p.decoder is not None:
@@ -567,7 +644,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                    "MMACs/s": cost["student_macs_per_s"] / 1e6}], ["model", "params", "MMACs/s"]),
             "Build": build_section(context_path, out, preset_name, seed, utterances, report.stages_s,
                                    p.target_wrong, report.peak_rss_mb, p.far_kinds, calibration_negatives,
-                                   report.found, from_scratch),
+                                   report.found, from_scratch, source),
         }
         calib = calibration_clips(train, CALIBRATION_CLIPS, seed)
         bundle_args: dict[str, Any] = dict(
@@ -579,7 +656,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                     "target_far": p.target_far, "target_wrong": p.target_wrong,
                     "far_kinds": list(p.far_kinds) if p.far_kinds is not None else None,
                     "calibration_negatives": calibration_negatives, "calibrate_snr": list(p.calibrate_snr),
-                    "quantize": p.quantize},
+                    "quantize": p.quantize,
+                    **({"update_from": str(source), "update": asdict(p.update)} if source is not None else {})},
             metrics={**{f"{name} acceptance".replace(" ", "_"): round(m["student"]["command_acceptance"], 4)
                         for name, m in report.metrics.items()},
                      "test_clean_false_accept_rate": report.metrics["test clean"]["student"]["false_accept_rate"],

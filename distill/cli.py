@@ -130,6 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--calibration-negatives", type=int, default=0, metavar="N",
                        help="synthesize about N more negatives on held-out voices for val (the threshold) and "
                             "test (default: 0; a build has ~135 validation negatives, 2000 adds ~600)")
+    build.add_argument("--update-from", type=Path, default=None, metavar="BUILD_DIR",
+                       help="the work folder of an earlier build of this context before it changed (e.g. "
+                            "work/build-smart_home-default-s0): synthesize and train only for what changed "
+                            "(new values, expressions, intents), starting from that build's corpus, teacher "
+                            "and student; same preset")
     build.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
     build.add_argument("--no-progress", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
@@ -200,7 +205,7 @@ def _build(args: argparse.Namespace) -> int:
                    whisper_dir=args.whisper, utterances=args.utterances, overwrite=args.overwrite,
                    progress=not args.no_progress, target_wrong=args.target_wrong_actions,
                    calibration_negatives=args.calibration_negatives,
-                   far_kinds=_far_kinds(args.far_kinds))
+                   far_kinds=_far_kinds(args.far_kinds), update_from=args.update_from)
     print(f"{bundle}: bundle written")
     return 0
 

@@ -220,16 +220,22 @@ def teacher_labels(teacher: Teacher, clips: ClipSet, batch: int = 32, cache_dir:
 def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: StudentRecipe, out_dir: Path, *,
                   teacher: Teacher | None = None, teacher_window_s: float = 3.0,
                   cache_dir: Path | None = None, progress: bool = True,
-                  lexicon: Lexicon | None = None) -> tuple[Student, dict[str, Any]]:
+                  lexicon: Lexicon | None = None, pool: ClipSet | None = None,
+                  init: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> tuple[Student, dict[str, Any]]:
     """Train a student on the augmented pool of ``train``; returns the best-on-val student and its metrics.
 
     With ``train.ctc_units == "phones"`` the CTC targets are spelled by ``lexicon`` (None: one is made
     by espeak-ng from the pool's transcripts; pass one that also covers the context's words to decode
-    the head through the grammar)."""
+    the head through the grammar).
+
+    ``pool``: the training pool (default: ``train`` and ``recipe.copies`` augmented copies of it). ``init``
+    maps the initial ``{"model": ..., "ctc_head": ..., "units": ...}`` (the trainable's and the CTC head's
+    state dicts, the head's phones) to the one to start from (an update's earlier student,
+    :func:`distill.update.grow_state`); a run that resumes from ``last.pt`` starts there instead."""
     cfg = recipe.train
     if (cfg.beta > 0 or cfg.gamma > 0) and teacher is None:
         raise ValueError("beta/gamma > 0 (distillation) needs a teacher")
-    pool = augmented_copies(train, recipe.copies, recipe.augment, seed=cfg.seed)
+    pool = pool if pool is not None else augmented_copies(train, recipe.copies, recipe.augment, seed=cfg.seed)
     limit = int(recipe.max_seconds * 16000)
     audio = [a[:limit] for a in pool.audio]
     t_logits: list[torch.Tensor] | None = None
@@ -297,6 +303,12 @@ def train_student(train: ClipSet, val: ClipSet, layout: HeadLayout, recipe: Stud
     if ctc_head is not None:
         model_config["ctc_lexicon"] = ctc_lexicon
     trainable = MelStudent(model)
+    if init is not None:
+        start = init({"model": trainable.state_dict(), "ctc_head": ctc_head.state_dict() if ctc_head else None,
+                      "units": list(lexicon.units) if lexicon is not None and ctc_lexicon is not None else None})
+        trainable.load_state_dict(start["model"])
+        if ctc_head is not None:
+            ctc_head.load_state_dict(start["ctc_head"])
     lengths = np.array([m.shape[-1] for m in mels])
     best = fit(trainable, make_batch, len(pool), evaluate, cfg, out_dir, model_config=model_config, project=project,
                ctc_head=ctc_head, lengths=lengths, progress=progress)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,9 @@ class TeacherConfig:
 
 
 _LAST_AUGMENTED: list[tuple[tuple[Any, ...], ClipSet]] = []
-"""The last result of :func:`augmented_copies` (the teacher and the student stages of a build ask for the
-same copies; augmenting 8k clips takes minutes)."""
+"""The last results of :func:`augmented_copies` (the teacher and the student stages of a build ask for the
+same copies; augmenting 8k clips takes minutes), newest first: one per part of an update's pool."""
+_KEPT_AUGMENTED = 4
 
 
 def augmented_copies(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int = 0) -> ClipSet:
@@ -59,11 +60,22 @@ def augmented_copies(clips: ClipSet, copies: int, cfg: AugmentConfig, seed: int 
     if copies <= 0:
         return clips
     key = (id(clips), len(clips.keys), hashlib.sha1("\n".join(clips.keys).encode()).hexdigest(), copies, repr(cfg), seed)
-    if _LAST_AUGMENTED and _LAST_AUGMENTED[0][0] == key:
-        return _LAST_AUGMENTED[0][1]
+    for kept, result in _LAST_AUGMENTED:
+        if kept == key:
+            return result
     result = _augment(clips, copies, cfg, seed)
-    _LAST_AUGMENTED[:] = [(key, result)]
+    _LAST_AUGMENTED[:] = [(key, result), *_LAST_AUGMENTED[: _KEPT_AUGMENTED - 1]]
     return result
+
+
+def augmented_parts(parts: Sequence[ClipSet], copies: int, cfg: AugmentConfig, seed: int = 0) -> ClipSet:
+    """:func:`augmented_copies` of each part (babble from its own part), joined: a part that an earlier
+    build augmented on its own gets the same copies, so their cached encoder frames are reused."""
+    pools = [augmented_copies(part, copies, cfg, seed) for part in parts]
+    out = pools[0]
+    for pool in pools[1:]:
+        out = out.join(pool)
+    return out
 
 
 def audio_digest(audio: np.ndarray) -> str:
@@ -107,15 +119,21 @@ def teacher_probs(teacher: EncoderTeacher, clips: ClipSet, cache_dir: Path) -> l
 
 def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: TeacherConfig, out_dir: Path, *,
                   cache_dir: Path, also: Mapping[str, ClipSet] | None = None, encoder: Any = None,
-                  progress: bool = True) -> tuple[EncoderTeacher, dict[str, Metrics], dict[str, list[np.ndarray]]]:
+                  progress: bool = True, pool: ClipSet | None = None,
+                  init: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+                  ) -> tuple[EncoderTeacher, dict[str, Metrics], dict[str, list[np.ndarray]]]:
     """Train the heads; return the teacher (best validation checkpoint), and its metrics (threshold 0) and
     per-head probabilities on val and each of ``also``, so callers can rescore them at other thresholds.
-    An entry of ``also`` named ``"val"`` replaces the scores on ``val`` (which still selects the checkpoint)."""
+    An entry of ``also`` named ``"val"`` replaces the scores on ``val`` (which still selects the checkpoint).
+
+    ``pool``: the training pool (default: ``train`` and ``cfg.copies`` augmented copies of it). ``init``
+    maps the new head's initial state dict to the one to start from (an update's earlier heads,
+    :func:`distill.update.grow_state`); a run that resumes from ``last.pt`` starts there instead."""
     from distill.teachers.whisper import WhisperEncoder
 
     encoder = encoder or WhisperEncoder(cfg.whisper_dir, window_s=cfg.window_s, compute_type=cfg.compute_type)
     stride = cfg.head.pool_stride
-    pool = augmented_copies(train, cfg.copies, cfg.augment, seed=cfg.train.seed)
+    pool = pool if pool is not None else augmented_copies(train, cfg.copies, cfg.augment, seed=cfg.train.seed)
     _LOGGER.info("encoding %d training clips (%d clean + %d augmented)", len(pool), len(train), len(pool) - len(train))
     x_train = encode_cached(encoder, pool.audio, pool.keys, cache_dir, stride=stride)
     x_val = encode_cached(encoder, val.audio, val.keys, cache_dir, stride=stride)
@@ -123,6 +141,8 @@ def train_teacher(train: ClipSet, val: ClipSet, layout: HeadLayout, cfg: Teacher
     cfg_head = HeadConfig(**{**cfg.head.to_dict(), "d_in": int(x_train.shape[-1])})
     torch.manual_seed(cfg.train.seed)
     head = EncoderHead(head_sizes, cfg_head)
+    if init is not None:
+        head.load_state_dict(init(head.state_dict()))
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(pool.targets)
 
     def make_batch(idx: np.ndarray, step: int) -> Batch:
