@@ -117,7 +117,7 @@ def main() -> None:
                          ("synth", "teacher", "student", "calibrate", "evaluate", "export", "total")}})
     print()
     print(format_table(times, ["build", "from scratch", "synth", "teacher", "student", "calibrate", "evaluate",
-                               "export", "total"]))
+                               "export", "total"], percent=[]))
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "times": times}, indent=2))
 

@@ -339,8 +339,11 @@ def _encoded(use: CacheUse, before: tuple[int, int]) -> str:
     return f"{found:,} of {found + encoded:,} encodings"
 
 
-def _resumed(what: str, step: int | None, steps: int) -> str:
-    return f"{what} from scratch" if step is None else f"{what} resumed at step {step:,} of {steps:,}"
+def _resumed(what: str, step: int | None, steps: int, source: Path | None = None) -> str:
+    """How a training stage started: from scratch, from an earlier build's (an update), or resumed."""
+    if step is not None:
+        return f"{what} resumed at step {step:,} of {steps:,}"
+    return f"{what} from scratch" if source is None else f"{what} from {source}'s, fine-tuned {steps:,} steps"
 
 
 def reuse_note(from_scratch: bool) -> str:
@@ -521,8 +524,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
             teacher, tmetrics, tprobs = train_teacher(train, fit_val, layout, tcfg, root / "teacher", cache_dir=cache,
                                                       also={**calibration, **conditions}, progress=progress,
                                                       pool=t_pool, init=t_init)
-        report.found["teacher"] = _encoded(use, (0, 0)) + "; " + _resumed(
-            "head" if old_ctx is None else f"head (from {source})", had_teacher, tcfg.train.steps)
+        report.found["teacher"] = _encoded(use, (0, 0)) + "; " + _resumed("head", had_teacher, tcfg.train.steps,
+                                                                          source)
         before = len(use.found), len(use.encoded)
         with report.stage("student"):
             recipe = replace(p.student, train=replace(p.student.train, seed=seed))
@@ -551,7 +554,7 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
                                        lexicon=lexicon, pool=s_pool, init=s_init)
         more = (len(use.found), len(use.encoded)) != before
         report.found["student"] = (_encoded(use, before) + "; " if more else "") + _resumed(
-            "student" if old_ctx is None else f"student (from {source})", had_student, recipe.train.steps)
+            "student", had_student, recipe.train.steps, source)
         from_scratch = not reused_clips and not use.found and had_teacher is None and had_student is None
     graph = None
     if p.decoder is not None:

@@ -169,6 +169,7 @@ def test_an_update_learns_the_new_room_from_the_earlier_build(tmp_path: Path) ->
     report = json.loads((root / "build.json").read_text())
     assert report["from_scratch"] is False
     assert "carried from" in report["from_the_work_folder"]["synth"]
+    assert report["from_the_work_folder"]["student"] == f"student from {first}'s, fine-tuned 20 steps"
     # the carried clips' encodings come from the cache: found at least one per carried training clip
     found, total = (int(x.replace(",", "")) for x in
                     report["from_the_work_folder"]["teacher"].split(" encodings")[0].split(" of "))
