@@ -8,6 +8,10 @@ rejection threshold on validation data for a target false-accept rate on the neg
 the preset counts and a target wrong-action rate, the student's and, the same way, the teacher's) → **evaluate** (held-out voices clean, 15 dB and 6 dB; teacher and
 student side by side, the teacher with and without its threshold) → **export**
 (int8 ONNX bundle with samples from held-out voices, self-tested, and its model card).
+
+``--update-from`` (a changed context, e.g. a lamp added): synth makes only the sentences the earlier
+context cannot say and carries the earlier build's clips; teacher and student start from its networks
+and are fine-tuned (:mod:`distill.update`).
 """
 
 from __future__ import annotations
