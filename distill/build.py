@@ -445,6 +445,10 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         old_ctx = load_context(update.check_source(source))
         old_teacher = update.previous(source, "teacher/best.pt")
         old_student = update.previous(source, f"student/{p.student.checkpoint}.pt")
+        if json.dumps(old_student["model_config"].get("student"), sort_keys=True) != json.dumps(
+                p.student.student.to_dict(), sort_keys=True):
+            raise ConfigError(f"update: the student in {source} is not the {preset_name} preset's network: "
+                              "update with the preset the earlier build used")
         root = Path(work) / f"update-{out.name}-{preset_name}-s{seed}-{ctx.sha256[:8]}"
     else:
         root = Path(work) / f"build-{out.name}-{preset_name}-s{seed}"

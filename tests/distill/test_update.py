@@ -17,7 +17,7 @@ from assistant.context import load_context, parse_context  # noqa: E402
 from assistant.context.sample import iter_sentences  # noqa: E402
 from assistant.decode import HeadLayout  # noqa: E402
 from assistant.errors import ConfigError  # noqa: E402
-from distill.build import build  # noqa: E402
+from distill.build import PRESETS, build  # noqa: E402
 from distill.corpus import Utterance, read_manifest  # noqa: E402
 from distill.negatives import CommandChecker  # noqa: E402
 from distill.nets.student import Student, StudentConfig  # noqa: E402
@@ -131,7 +131,13 @@ def test_an_update_from_a_folder_without_a_build_fails_before_any_work(tmp_path:
     (tmp_path / "old" / "context.yaml").write_text(OLD)
     with pytest.raises(ConfigError, match="teacher/best.pt not found"):
         build(ctx, tmp_path / "out", preset="tiny", work=tmp_path / "work", update_from=tmp_path / "old")
-    assert not (tmp_path / "out").exists()
+    # a build of another preset: refused before anything is synthesized
+    for stage in ("teacher/best.pt", "student/last.pt"):
+        (tmp_path / "old" / stage).parent.mkdir()
+        torch.save({"model_config": {"student": PRESETS["default"].student.student.to_dict()}}, tmp_path / "old" / stage)
+    with pytest.raises(ConfigError, match="not the tiny preset's network: update with the preset the earlier build used"):
+        build(ctx, tmp_path / "out", preset="tiny", work=tmp_path / "work", update_from=tmp_path / "old")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
 
 
 @pytest.mark.slow
@@ -183,3 +189,11 @@ def test_an_update_learns_the_new_room_from_the_earlier_build(tmp_path: Path) ->
     new_student = torch.load(root / "student" / "last.pt", weights_only=True)["model"]
     key = next(k for k in old_student if "heads" not in k and "attention" not in k and old_student[k].dim() > 1)
     assert (new_student[key] - old_student[key]).abs().max() < old_student[key].abs().max()
+
+    # an update of the update: its parts are the first build's corpus and both updates' delta corpora
+    newer = tmp_path / "newer.yaml"
+    newer.write_text(NEW.replace('"garage"]', '"garage", "attic"]'))
+    third = build(newer, tmp_path / "home3", preset=preset, work=work, progress=False, update_from=root)
+    assert {h["name"]: h["values"] for h in load_bundle(third).manifest.to_dict()["layout"]["slots"]}["room"][-1] == "attic"
+    (root3,) = work.glob("update-home3-custom-s0-*")
+    assert corpus_parts(root3) == [first / "corpus", root / "delta-0", root / "delta-1", root3 / "delta-0"]
