@@ -404,7 +404,8 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
 
     ``update_from``: the work folder of an earlier finished build (of an earlier version of the
     context, same preset): synthesize and train only for what changed (:mod:`distill.update`). Its
-    work goes to ``work/update-<out name>-<preset>-s<seed>-<context sha256[:8]>``.
+    work goes to ``work/update-<out name>-<preset>-s<seed>-<context sha256[:8]>``; ``utterances`` is then the
+    size of its delta corpora (:attr:`UpdateRecipe.utterances`).
 
     ``target_wrong`` and ``far_kinds`` override the preset's :attr:`Preset.target_wrong` and
     :attr:`Preset.far_kinds`. ``calibration_negatives``:
@@ -428,6 +429,9 @@ def build(context_path: str | Path, out_dir: str | Path, *, preset: str | Preset
         raise ConfigError(f"preset.quantize: expected one of {', '.join(QUANTIZE_MODES)}, got {p.quantize!r}")
     if calibration_negatives < 0:
         raise ConfigError(f"calibration_negatives: expected a count >= 0, got {calibration_negatives}")
+    if calibration_negatives and update_from is not None:
+        raise ConfigError("calibration_negatives: not available with update_from (an update carries the earlier "
+                          "build's negatives and synthesizes its own)")
     if p.target_wrong is not None and not 0.0 <= p.target_wrong <= 1.0:
         raise ConfigError(f"target_wrong: expected a rate in [0, 1], got {p.target_wrong}")
     if p.decoder is not None and (p.target_wrong is None or p.student.train.ctc <= 0

@@ -123,6 +123,9 @@ def test_grow_state_copies_every_row_the_old_heads_have() -> None:
 def test_an_update_from_a_folder_without_a_build_fails_before_any_work(tmp_path: Path) -> None:
     ctx = tmp_path / "new.yaml"
     ctx.write_text(NEW)
+    with pytest.raises(ConfigError, match="not available with update_from"):
+        build(ctx, tmp_path / "out", preset="tiny", work=tmp_path / "work", update_from=tmp_path / "nowhere",
+              calibration_negatives=100)
     with pytest.raises(ConfigError, match="no such build work folder"):
         build(ctx, tmp_path / "out", preset="tiny", work=tmp_path / "work", update_from=tmp_path / "nowhere")
     (tmp_path / "old").mkdir()
