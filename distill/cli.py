@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("-o", "--out", required=True, type=Path, help="bundle folder to write (models/<name>)")
     build.add_argument("--preset", default="default", choices=["tiny", "default", "large"],
                        help="size/time preset (default: default)")
-    build.add_argument("--utterances", type=int, default=None, help="override the preset's corpus size")
+    build.add_argument("--utterances", type=int, default=None,
+                       help="override the preset's corpus size (with --update-from: the size of the update's own corpus)")
     build.add_argument("--seed", type=int, default=0, help="seed of the corpus plan and training (default: 0)")
     build.add_argument("--work", type=Path, default=Path("work"), help="work folder (default: work)")
     build.add_argument("--real", type=Path, default=None, help="FSDD-style folder to evaluate on (never trained on)")
