@@ -205,7 +205,11 @@ def test_augmented_copies_are_deterministic_and_computed_once() -> None:
     assert augmented_copies(clips, 1, AugmentConfig(), seed=3) is first  # the student stage reuses the teacher's
     other = augmented_copies(clips, 1, AugmentConfig(), seed=4)
     assert other is not first and not np.array_equal(other.audio[4], first.audio[4])
-    again = augmented_copies(clips, 1, AugmentConfig(), seed=3)  # recomputed: the same audio
+    # the last few results are kept (an update's pool has one per part), then recomputed: the same audio
+    assert augmented_copies(clips, 1, AugmentConfig(), seed=3) is first
+    for seed in range(10, 14):
+        augmented_copies(clips, 1, AugmentConfig(), seed=seed)
+    again = augmented_copies(clips, 1, AugmentConfig(), seed=3)
     assert again is not first and all(np.array_equal(a, b) for a, b in zip(again.audio, first.audio, strict=True))
     assert again.keys == first.keys  # and the same keys: its cached teacher frames are found again
 
@@ -248,3 +252,26 @@ def test_head_transformer_layers_add_weights_and_keep_old_checkpoints_loading() 
     assert [z.shape for z in logits] == [(2, 2), (2, 3)] and h.shape == (2, 12, 16)
     plain.load_state_dict(EncoderHead([2, 3], HeadConfig(d_in=16, hidden=16)).state_dict())
     assert HeadConfig.from_dict({k: v for k, v in HeadConfig().to_dict().items() if k != "layers"}).layers == 0
+
+
+def test_augmented_parts_give_each_part_the_copies_it_had_alone() -> None:
+    """An update's pool: the earlier build's clips get the same augmented audio (and keys, so cached frames)."""
+    from distill.augment import AugmentConfig
+    from distill.data import ClipSet
+    from distill.teach import augmented_copies, augmented_parts
+
+    rng = np.random.default_rng(1)
+
+    def part(name: str, n: int) -> ClipSet:
+        audio = [(0.1 * rng.standard_normal(8000 + 160 * i)).astype(np.float32) for i in range(n)]
+        return ClipSet(name, audio, [None] * n, np.zeros((n, 1), np.int64), [f"{name}{i}" for i in range(n)])  # type: ignore[list-item]
+
+    old, new = part("old", 40), part("new", 20)
+    alone = augmented_copies(old, 1, AugmentConfig(), seed=2)
+    alone_keys, alone_audio = list(alone.keys), [a.copy() for a in alone.audio]
+    pool = augmented_parts([old, new], 1, AugmentConfig(), seed=2)
+    assert len(pool) == 120 and pool.keys[:80] == alone_keys
+    assert all(np.array_equal(a, b) for a, b in zip(pool.audio[:80], alone_audio, strict=True))
+    # augmented together, the babble of the old clips comes from another pool: some copies are other audio
+    together = augmented_copies(old.join(new), 1, AugmentConfig(), seed=2)
+    assert together.keys[60:100] != alone_keys[40:]
