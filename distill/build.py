@@ -391,6 +391,9 @@ def build_section(context_path: str | Path, out: Path, preset: str, seed: int, u
              if from_scratch is None else reuse_note(from_scratch))
     how = (f"Rebuild from scratch (seed {seed}) with" if update_from is None else
            f"Made as an update of the build in {update_from} (its corpus, teacher and student; seed {seed}) with")
+    if update_from is not None:
+        reuse = ("These are the times of an update: it synthesized and trained only for what changed, and took the "
+                 "rest from the earlier build (last column).")
     return (f"{how}\n\n    {command}\n\nThe time of the `build` run that wrote this "
             f"bundle, on {machine}. {reuse}\n\n{table}")
 

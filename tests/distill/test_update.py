@@ -184,6 +184,7 @@ def test_an_update_learns_the_new_room_from_the_earlier_build(tmp_path: Path) ->
     assert {"new test clean", "new test 15 dB", "new test 6 dB"} <= set(report["metrics"])
     card = (bundle_dir / "MODEL_CARD.md").read_text()
     assert f"Made as an update of the build in {first}" in card and f"--update-from {first}" in card
+    assert "These are the times of an update" in card and "from-scratch times" not in card
     # the student started from the earlier one: its body is closer to it than a fresh network's
     old_student = torch.load(first / "student" / "last.pt", weights_only=True)["model"]
     new_student = torch.load(root / "student" / "last.pt", weights_only=True)["model"]
